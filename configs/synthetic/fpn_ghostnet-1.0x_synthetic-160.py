@@ -1,0 +1,19 @@
+# Semantic FPN-GhostNet 1.0x on the built-in synthetic shapes (VOC format), 160x160, on CPU
+# in minutes. Inherits the real VOC config and changes only data, image size and schedule.
+_base_ = ['../ghostnet/fpn_ghostnet-1.0x_4xb4-20k_voc12aug-512x512.py', './_synthetic_voc.py']
+
+max_iters = 600
+model = dict(
+    data_preprocessor=dict(size={{_base_.synthetic.crop_size}}),
+    decode_head=dict(num_classes={{_base_.synthetic.num_classes}}))
+train_dataloader = {{_base_.synthetic.train_dataloader}}
+val_dataloader = {{_base_.synthetic.val_dataloader}}
+test_dataloader = val_dataloader
+env_cfg = {{_base_.synthetic.env_cfg}}
+log_processor = {{_base_.synthetic.log_processor}}
+optim_wrapper = dict(optimizer=dict(lr=0.02))
+param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max_iters, by_epoch=False)]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=2, save_last=True))

@@ -1,0 +1,3 @@
+from .ghostnet import ARCHS, GhostNet
+
+__all__ = ['ARCHS', 'GhostNet']

@@ -1,0 +1,150 @@
+"""What tools/train.py and tools/test.py do, as functions (so tests can call them).
+
+One way to build everything: an mmengine ``Config`` and mmengine's ``Runner``, exactly as
+mmdet's and mmseg's own tools do. The task (detection or segmentation) is read from the
+config's ``default_scope``.
+"""
+import os
+import os.path as osp
+from typing import Dict, Optional
+
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.runner import Runner
+
+SUPPORTED_SCOPES = ('mmdet', 'mmseg')
+
+
+def load_config(config: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None,
+                launcher: str = 'none') -> Config:
+    """Read a config, apply ``--cfg-options`` and the work_dir rule of mmdet's tools
+    (CLI > config > ./work_dirs/<config name>), and adapt it to the machine."""
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file {config} does not exist')
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    task_scope(cfg)
+    adapt_to_device(cfg)
+    return cfg
+
+
+def task_scope(cfg: Config) -> str:
+    scope = cfg.get('default_scope')
+    if scope not in SUPPORTED_SCOPES:
+        raise ValueError(f'default_scope of the config must be one of {SUPPORTED_SCOPES}, got {scope!r}')
+    return scope
+
+
+def replace_sync_bn(node):
+    """SyncBN -> BN everywhere in a config (SyncBN needs GPUs; a CPU process group has none)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == 'type' and value == 'SyncBN':
+                node[key] = 'BN'
+            else:
+                replace_sync_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            replace_sync_bn(item)
+
+
+def adapt_to_device(cfg: Config) -> None:
+    """Without CUDA: SyncBN becomes BN and distributed runs use gloo (see compat for DDP)."""
+    if torch.cuda.is_available():
+        return
+    replace_sync_bn(cfg.model)
+    if cfg.launcher != 'none':
+        cfg.setdefault('env_cfg', ConfigDict())
+        cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+        cfg.env_cfg.dist_cfg.backend = 'gloo'
+
+
+def enable_amp(cfg: Config) -> None:
+    """mmdet's --amp: AmpOptimWrapper with dynamic loss scaling."""
+    optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if optim_wrapper == 'AmpOptimWrapper':
+        return
+    if optim_wrapper != 'OptimWrapper':
+        raise ValueError(f'--amp needs optim_wrapper type OptimWrapper, got {optim_wrapper}')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def set_resume(cfg: Config, resume: Optional[str]) -> None:
+    """``resume='auto'``: the last checkpoint in work_dir; a path: that checkpoint."""
+    if resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif resume is not None:
+        cfg.resume = True
+        cfg.load_from = resume
+
+
+def build_runner(cfg: Config) -> Runner:
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def train(cfg: Config) -> Runner:
+    runner = build_runner(cfg)
+    runner.train()
+    return runner
+
+
+def enable_visualization(cfg: Config, show_dir: str) -> None:
+    """Save painted predictions of the test set under ``show_dir`` (mmdet's / mmseg's way)."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise ValueError('the config has no default_hooks.visualization to draw with')
+    hook['draw'] = True
+    if task_scope(cfg) == 'mmdet':
+        hook['test_out_dir'] = show_dir
+    else:
+        hook['interval'] = 1
+        cfg.visualizer['save_dir'] = show_dir
+
+
+def test(cfg: Config, checkpoint: str, out: Optional[str] = None, show_dir: Optional[str] = None) -> Dict:
+    """Evaluate ``checkpoint`` on the test set; returns the metrics (also logged)."""
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
+    cfg.load_from = checkpoint
+    if show_dir:
+        enable_visualization(cfg, show_dir)
+    runner = build_runner(cfg)
+    if out is not None:
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl file, got {out}')
+        if task_scope(cfg) == 'mmdet':
+            from mmdet.evaluation import DumpDetResults
+            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
+        else:
+            from mmengine.evaluator import DumpResults
+            runner.test_evaluator.metrics.append(DumpResults(out_file_path=out))
+    return runner.test()
+
+
+def format_metrics(metrics: Dict, scope: str) -> str:
+    """A small table of the headline numbers: COCO AP family or mIoU/aAcc."""
+    if scope == 'mmdet':
+        names = [('AP', 'bbox_mAP'), ('AP50', 'bbox_mAP_50'), ('AP75', 'bbox_mAP_75'),
+                 ('APs', 'bbox_mAP_s'), ('APm', 'bbox_mAP_m'), ('APl', 'bbox_mAP_l')]
+    else:
+        names = [('mIoU', 'mIoU'), ('mAcc', 'mAcc'), ('aAcc', 'aAcc')]
+    rows = [(label, metrics[key]) for label, key in names if key in metrics]
+    header = ' | '.join(f'{label:>6}' for label, _ in rows)
+    values = ' | '.join(f'{float(value):6.3f}' if value is not None else '   n/a' for _, value in rows)
+    return f'{header}\n{values}'
+
+
+def set_local_rank_env(local_rank: int) -> None:
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(local_rank)

@@ -1,0 +1,31 @@
+"""Convert GhostNet weights (timm, the official v1/v2/v3 releases, mmengine checkpoints) into a
+data-only checkpoint that ``init_cfg=dict(type='Pretrained', checkpoint=...)`` loads.
+
+    python tools/convert_weights.py SRC DST [--prefix backbone.] [--keep-head]
+    python tools/convert_weights.py --trust --whole OLD_RUNNER_CKPT DST   # re-save a trusted old file
+
+Handles ``state_dict`` / ``model`` nesting, DDP's ``module.``, the official v3 names (``bn.`` ->
+``bn1.``) and FLOP-counter entries. ``--trust`` unpickles SRC fully (it may run code): only for
+files you trust; what is written loads without that.
+"""
+import argparse
+
+from ghost_backbones.weights import convert_checkpoint
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('src')
+    parser.add_argument('dst')
+    parser.add_argument('--prefix', help='keep only keys under this prefix and strip it (e.g. backbone.)')
+    parser.add_argument('--keep-head', action='store_true', help='keep the ImageNet classifier keys')
+    parser.add_argument('--whole', action='store_true', help='re-save the entire checkpoint as plain data')
+    parser.add_argument('--trust', action='store_true', help='SRC is trusted: allow full unpickling')
+    args = parser.parse_args()
+    result = convert_checkpoint(args.src, args.dst, trust=args.trust, whole=args.whole, prefix=args.prefix,
+                                keep_head=args.keep_head)
+    print(f'wrote {args.dst}: {result}')
+
+
+if __name__ == '__main__':
+    main()
