@@ -29,7 +29,7 @@ def test_mmcv_compiled_roi_align_matches_a_hand_computed_value():
     from mmcv.ops import roi_align
     feature = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4)
     rois = torch.tensor([[0., 0., 0., 2., 2.]])  # batch index, x1, y1, x2, y2
-    out = roi_align(feature, rois, (1, 1), spatial_scale=1.0, sampling_ratio=1, aligned=False)
+    out = roi_align(feature, rois, (1, 1), 1.0, 1, 'avg', False)  # scale, samples, mode, aligned
     # one sample at the centre (1, 1) of the box: value at row 1, column 1 = 5
     assert out.item() == pytest.approx(5.0)
 
@@ -42,12 +42,15 @@ def test_stock_ssdlite_mobilenetv2_predicts_boxes():
     from mmengine.config import Config
     from mmengine.structures import InstanceData
     register_all_modules()
-    cfg = Config.fromfile('mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py')
+    import mmdet
+    cfg = Config.fromfile(osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', 'ssd',
+                                   'ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py'))
     cfg.model.backbone.init_cfg = None
     cfg.model.test_cfg.score_thr = 0.0
     model = MODELS.build(cfg.model).eval()
     images = torch.randn(1, 3, 320, 320)
-    sample = DetDataSample(metainfo=dict(img_shape=(320, 320), ori_shape=(320, 320), scale_factor=(1., 1.)))
+    sample = DetDataSample(metainfo=dict(img_shape=(320, 320), ori_shape=(320, 320), scale_factor=(1., 1.),
+                                         pad_shape=(320, 320), batch_input_shape=(320, 320)))
     with torch.no_grad():
         results = model.predict(images, [sample])
     boxes = results[0].pred_instances.bboxes
@@ -56,7 +59,7 @@ def test_stock_ssdlite_mobilenetv2_predicts_boxes():
     # and training still computes its loss (the fix does not touch the loss path)
     sample.gt_instances = InstanceData(bboxes=torch.tensor([[10., 20., 200., 220.]]), labels=torch.tensor([3]))
     model.train()
-    losses = model.loss(images, [sample])
+    losses = model.loss(torch.cat([images, images]), [sample, sample])
     assert torch.isfinite(sum(v.sum() if torch.is_tensor(v) else sum(x.sum() for x in v)
                               for v in losses.values()))
 
@@ -67,9 +70,9 @@ class TinyModel(nn.Module):
         self.linear = nn.Linear(2, 1)
 
     def forward(self, inputs, labels=None, mode='tensor'):
-        out = self.linear(torch.stack(inputs) if isinstance(inputs, list) else inputs)
+        out = self.linear(inputs)
         if mode == 'loss':
-            return dict(loss=((out.squeeze(1) - torch.stack(labels)) ** 2).mean())
+            return dict(loss=((out.squeeze(1) - labels) ** 2).mean())
         return out
 
 
@@ -116,7 +119,7 @@ def test_runner_checkpoint_resumes_under_current_torch(tmp_path):
     assert second.epoch == 3 and second.iter == 12  # 4 iterations an epoch, 2 epochs resumed
     loss_history = second.message_hub.get_scalar('train/loss')
     assert len(loss_history.data[0]) == 12  # the first run's 8 losses came back with the resume
-    assert second.param_schedulers[0].last_epoch == 3
+    assert second.param_schedulers[0]._global_step == 3  # 1 for a scheduler that starts afresh
     momentum = second.optim_wrapper.optimizer.state_dict()['state']
     assert len(momentum) == 2  # SGD momentum buffers of weight and bias were restored and used
 
