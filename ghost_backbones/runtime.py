@@ -134,6 +134,7 @@ def test(cfg: Config, checkpoint: str, out: Optional[str] = None, show_dir: Opti
 
 def format_metrics(metrics: Dict, scope: str) -> str:
     """A small table of the headline numbers: COCO AP family or mIoU/aAcc."""
+    metrics = {key.split('/')[-1]: value for key, value in metrics.items()}  # 'coco/bbox_mAP' -> 'bbox_mAP'
     if scope == 'mmdet':
         names = [('AP', 'bbox_mAP'), ('AP50', 'bbox_mAP_50'), ('AP75', 'bbox_mAP_75'),
                  ('APs', 'bbox_mAP_s'), ('APm', 'bbox_mAP_m'), ('APl', 'bbox_mAP_l')]

@@ -14,7 +14,7 @@ model = dict(
         widen_factor=1.0,
         out_indices=(6, 9),  # 112 and 960 channels, both at stride 8
         out_stride=8,
-        norm_cfg={{_base_.norm_cfg}},
+        norm_cfg=dict(type='SyncBN', requires_grad=True),  # as mmseg's heads; BN when single-process
         # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ghostnet_100.pth'),
     ),
     decode_head=dict(in_channels=960, in_index=1, channels=256),

@@ -1,0 +1,94 @@
+"""End-to-end (slow): train on the synthetic set with tools/train.py, score with tools/test.py.
+
+Thresholds were measured on the 2-core CPU machine (see README, "Synthetic benchmark"); chance
+is near 0 for COCO mAP (three classes, boxes must overlap by IoU >= 0.5) and near the share
+of background pixels for mIoU's object classes (0).
+"""
+import json
+import re
+import os.path as osp
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ghost_backbones.datasets import make_synthetic
+from ghost_backbones.main_job import (DET_CONFIG, ROOT, SEG_CONFIG, data_options, det_schedule_options,
+                                      run_tool, seg_schedule_options, train_and_test)
+
+pytestmark = pytest.mark.slow
+YOLO_CONFIG = osp.join(ROOT, 'configs', 'synthetic', 'yolov3_ghostnet-1.0x_synthetic-160.py')
+
+
+@pytest.fixture(scope='module')
+def synthetic(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('synthetic'))
+    make_synthetic(root, num_train=200, num_val=50, image_size=160, seed=0)
+    return root
+
+
+def test_ssdlite_ghostnet_learns_the_synthetic_set(synthetic, tmp_path):
+    options = data_options('mmdet', synthetic) + det_schedule_options(30, 25) + ['test_evaluator.classwise=True']
+    result = train_and_test(DET_CONFIG, str(tmp_path / 'ssdlite'), options)
+    metrics = {k.split('/')[-1]: v for k, v in result['metrics'].items()}
+    # measured: AP 0.42, AP50 0.71 (30 epochs, 750 iterations)
+    assert metrics['bbox_mAP_50'] >= 0.5, metrics
+    assert metrics['bbox_mAP'] >= 0.25, metrics
+    assert 'circle' in result['log'] and 'bbox_mAP_copypaste' in result['log']
+
+
+def test_yolov3_ghostnet_learns_the_synthetic_set(synthetic, tmp_path):
+    options = data_options('mmdet', synthetic) + det_schedule_options(12, 25)
+    metrics = train_and_test(YOLO_CONFIG, str(tmp_path / 'yolov3'), options)['metrics']
+    metrics = {k.split('/')[-1]: v for k, v in metrics.items()}
+    assert metrics['bbox_mAP_50'] >= 0.3, metrics
+
+
+def test_fpn_ghostnet_segments_the_synthetic_set(synthetic, tmp_path):
+    work_dir = str(tmp_path / 'fpn')
+    options = data_options('mmseg', synthetic) + seg_schedule_options(300)
+    result = train_and_test(SEG_CONFIG, work_dir, options)
+    metrics = result['metrics']
+    assert metrics['mIoU'] >= 60, metrics
+    # per-class IoU table, as mmseg prints it
+    assert 'per class results' in result['log']
+    for name in ('background', 'circle', 'square', 'triangle'):
+        assert re.search(rf'\|\s+{name}\s+\|\s+\d', result['log']), name
+
+    # one image through mmseg's inference API + visualizer: a colourised mask PNG
+    out = str(tmp_path / 'mask.png')
+    image = osp.join(synthetic, 'voc', 'VOC2012', 'JPEGImages', 'val_000000.jpg')
+    run_tool('demo.py', [image, osp.join(work_dir, osp.basename(SEG_CONFIG)), result['checkpoint'],
+                         '--out', out], str(tmp_path / 'demo.log'))
+    painted = np.asarray(Image.open(out).convert('RGB')).astype(int)
+    original = np.asarray(Image.open(image).convert('RGB')).astype(int)
+    assert painted.shape == original.shape
+    changed = np.abs(painted - original).sum(-1) > 30
+    truth = np.asarray(Image.open(image.replace('JPEGImages', 'SegmentationClass').replace('.jpg', '.png')))
+    objects = (truth > 0) & (truth < 255)
+    # the mask colours the objects and leaves most of the background alone
+    assert changed[objects].mean() > 0.7 and changed[truth == 0].mean() < 0.3
+
+
+def test_test_tool_dumps_predictions_and_paints(synthetic, tmp_path):
+    """--out and --show-dir of tools/test.py on a briefly trained detector."""
+    work_dir = str(tmp_path / 'short')
+    options = data_options('mmdet', synthetic) + det_schedule_options(1, 25)
+    run_tool('train.py', [DET_CONFIG, '--work-dir', work_dir, '--cfg-options', *options],
+             osp.join(work_dir, 'train.log'))
+    checkpoint = osp.join(work_dir, 'epoch_1.pth')
+    run_tool('test.py', [DET_CONFIG, checkpoint, '--work-dir', work_dir, '--out', str(tmp_path / 'res.pkl'),
+                         '--show-dir', 'painted', '--cfg-options', *options], osp.join(work_dir, 'test.log'))
+    import pickle
+    with open(tmp_path / 'res.pkl', 'rb') as f:
+        results = pickle.load(f)
+    assert len(results) == 50 and 'pred_instances' in results[0]
+    painted = [p for p in glob_all(work_dir, 'painted') if p.endswith('.jpg')]
+    assert len(painted) == 50
+    with open(osp.join(work_dir, 'test_metrics.json')) as f:
+        assert 'coco/bbox_mAP' in json.load(f)
+
+
+def glob_all(root, folder):
+    import glob
+    return glob.glob(osp.join(root, '**', folder, '**', '*'), recursive=True)
