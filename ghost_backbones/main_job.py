@@ -57,7 +57,9 @@ def run_tool(tool: str, args: Sequence[str], log_file: str, python: str = sys.ex
                                    env=env)
         for line in process.stdout:
             sys.stdout.write(line)
+            sys.stdout.flush()
             log.write(line)
+            log.flush()
             lines.append(line)
         process.wait()
     if process.returncode != 0:

@@ -1,0 +1,35 @@
+"""Parameters and FLOPs of the backbone variants (mmengine.analysis), for the README table."""
+from typing import Dict, List, Sequence
+
+import torch
+from mmengine.analysis import FlopAnalyzer, parameter_count
+
+from .models import GhostNet
+
+
+def model_info(arch: str, widen_factor: float, sizes: Sequence[int] = (224, 320),
+               out_indices=(2, 4, 6, 9)) -> Dict:
+    """Params (M) and FLOPs (G, multiply-adds as mmengine counts them) per input size."""
+    model = GhostNet(arch=arch, widen_factor=widen_factor, out_indices=out_indices).eval()
+    info = dict(arch=arch, widen_factor=widen_factor, params_m=parameter_count(model)[''] / 1e6,
+                out_channels=model.out_channels, out_strides=model.out_strides)
+    deployed = GhostNet(arch=arch, widen_factor=widen_factor, out_indices=out_indices).switch_to_deploy()
+    info['deploy_params_m'] = parameter_count(deployed)[''] / 1e6
+    for size in sizes:
+        with torch.no_grad():
+            analyzer = FlopAnalyzer(model, torch.zeros(1, 3, size, size))
+            analyzer.unsupported_ops_warnings(False)
+            analyzer.uncalled_modules_warnings(False)
+            info[f'gflops_{size}'] = analyzer.total() / 1e9
+    return info
+
+
+def markdown_table(rows: List[Dict], sizes: Sequence[int]) -> str:
+    header = ['arch', 'width', 'params (M)', 'deploy params (M)'] + [f'GFLOPs @{s}' for s in sizes] + \
+        ['out channels', 'out strides']
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for r in rows:
+        cells = [r['arch'], f"{r['widen_factor']}x", f"{r['params_m']:.2f}", f"{r['deploy_params_m']:.2f}"] + \
+            [f"{r[f'gflops_{s}']:.3f}" for s in sizes] + [str(tuple(r['out_channels'])), str(tuple(r['out_strides']))]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)

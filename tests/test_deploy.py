@@ -1,0 +1,62 @@
+"""Deploy mode and ONNX: onnxruntime gives PyTorch's numbers (atol 1e-4), with a dynamic batch."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ghost_backbones import GhostNet
+from ghost_backbones.deploy import (build_from_config, compare_with_onnxruntime, deploy_backbone, export_onnx,
+                                    wrap_for_export)
+
+pytest.importorskip('onnxruntime')
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def calibrated(model, size=96):
+    """BN statistics from data, so that outputs are O(1) and atol 1e-4 is meaningful."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(5)))
+    return model.eval()
+
+
+@pytest.mark.parametrize('arch', ['v1', 'v2', 'v3'])
+def test_backbone_onnx_matches_eager_training_structure(arch, tmp_path):
+    model = calibrated(GhostNet(arch=arch, widen_factor=0.5))
+    images = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        eager = model(images)
+    deployed = deploy_backbone(model)
+    path = str(tmp_path / f'{arch}.onnx')
+    names = export_onnx(deployed, torch.randn(1, 3, 96, 96), path)
+    assert len(names) == 4
+    assert compare_with_onnxruntime(deployed, path, images) < 1e-4  # batch 3 through a batch-1 export
+    import onnxruntime
+    got = onnxruntime.InferenceSession(path).run(None, {'images': images.numpy()})
+    for g, e in zip(got, eager):
+        torch.testing.assert_close(torch.from_numpy(g), e, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('config', ['ssdlite_ghostnet-1.0x_synthetic-160.py', 'fpn_ghostnet-1.0x_synthetic-160.py'])
+def test_whole_model_onnx(config, tmp_path):
+    model = build_from_config(osp.join(ROOT, 'configs', 'synthetic', config))
+    calibrated(model.backbone, 160)
+    module = wrap_for_export(deploy_backbone(model))
+    path = str(tmp_path / 'model.onnx')
+    export_onnx(module, torch.randn(1, 3, 160, 160), path)
+    images = torch.randn(2, 3, 160, 160, generator=torch.Generator().manual_seed(2))
+    assert compare_with_onnxruntime(module, path, images) < 1e-4
+
+
+def test_export_tool(tmp_path):
+    out = tmp_path / 'v2.onnx'
+    result = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'deploy', 'export_onnx.py'), '--arch', 'v2',
+                             '--widen-factor', '0.5', '--size', '64', '--out', str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.exists() and 'max |diff|' in result.stdout

@@ -1,0 +1,24 @@
+"""Print params and FLOPs of GhostNet backbones (mmengine.analysis), as a markdown table.
+
+    python tools/analysis/model_info.py [--archs v1 v2 v3] [--widths 0.5 1.0 1.3 1.6] [--sizes 224 320]
+
+FLOPs are mmengine's count (one multiply-add = one FLOP) of the backbone up to its last stage
+(no classifier), in the training-time structure.
+"""
+import argparse
+
+from ghost_backbones.analysis import markdown_table, model_info
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--archs', nargs='+', default=['v1', 'v2', 'v3'])
+    parser.add_argument('--widths', nargs='+', type=float, default=[0.5, 1.0, 1.3, 1.6])
+    parser.add_argument('--sizes', nargs='+', type=int, default=[224, 320])
+    args = parser.parse_args()
+    rows = [model_info(arch, width, args.sizes) for arch in args.archs for width in args.widths]
+    print(markdown_table(rows, args.sizes))
+
+
+if __name__ == '__main__':
+    main()
