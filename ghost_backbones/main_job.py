@@ -48,7 +48,8 @@ def seg_schedule_options(iters: int) -> List[str]:
 
 def run_tool(tool: str, args: Sequence[str], log_file: str, python: str = sys.executable,
              env: Optional[dict] = None) -> str:
-    """Run ``tools/<tool>`` with its output shown and kept in ``log_file``; fail loudly."""
+    """Run ``tools/<tool>`` (or the script at an absolute path) with its output shown and kept
+    in ``log_file``; fail loudly."""
     command = [python, osp.join(ROOT, 'tools', tool), *args]
     os.makedirs(osp.dirname(osp.abspath(log_file)), exist_ok=True)
     lines = []
@@ -86,20 +87,20 @@ def train_and_test(config: str, work_dir: str, options: Sequence[str], python: s
     return dict(metrics=metrics, checkpoint=checkpoint, log=test_log)
 
 
-def extract_table(log: str, after: str) -> str:
-    """The ASCII table mmdet / mmseg print after a heading line (per-class results)."""
-    lines = log.splitlines()
-    for i, line in enumerate(lines):
-        if after in line:
-            table = []
-            for row in lines[i + 1:]:
-                stripped = re.sub(r'^.*? - mm\w+ - INFO - ', '', row)
-                if stripped.startswith(('+', '|')):
-                    table.append(stripped)
-                elif table:
-                    break
-            return '\n'.join(table)
-    return ''
+def extract_table(log: str, header_word: str) -> str:
+    """The last ASCII table mmdet / mmseg printed whose header row holds ``header_word``
+    (their per-class tables), without the log prefixes."""
+    lines = [re.sub(r'^.*? - mm\w+ - INFO - ', '', line) for line in log.splitlines()]
+    is_row = [line.startswith(('+', '|')) for line in lines]
+    headers = [i for i, line in enumerate(lines) if is_row[i] and header_word in line]
+    if not headers:
+        return ''
+    first = last = headers[-1]
+    while first > 0 and is_row[first - 1]:
+        first -= 1
+    while last + 1 < len(lines) and is_row[last + 1]:
+        last += 1
+    return '\n'.join(lines[first:last + 1])
 
 
 def run_main_job(out_dir: str, data_root: str = 'data/synthetic', num_train: int = 200, num_val: int = 50,
@@ -168,10 +169,9 @@ def summarize(det: Dict, seg: Dict, curves: str, grid: str, seconds: float, det_
         f'{det_epochs} epochs. Segmentation: Semantic FPN-GhostNet 1.0x, {seg_iters} iterations.',
         '',
         '## Detection, COCO bbox metrics (pycocotools)', '', '```',
-        format_metrics(det['metrics'], 'mmdet'), '', extract_table(det['log'], 'bbox_mAP_copypaste')
-        or extract_table(det['log'], 'category'), '```', '',
+        format_metrics(det['metrics'], 'mmdet'), '', extract_table(det['log'], 'category'), '```', '',
         '## Segmentation, per-class IoU and mIoU', '', '```',
-        format_metrics(seg['metrics'], 'mmseg'), '', extract_table(seg['log'], 'per class results'), '```', '',
+        format_metrics(seg['metrics'], 'mmseg'), '', extract_table(seg['log'], 'Class'), '```', '',
         f'Loss curves: {curves}', f'Predictions (input / boxes / masks): {grid}',
         f'Checkpoints: {det["checkpoint"]}, {seg["checkpoint"]}', '',
     ])

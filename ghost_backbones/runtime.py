@@ -93,7 +93,25 @@ def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg)
 
 
-def train(cfg: Config) -> Runner:
+def check_inputs(cfg: Config) -> None:
+    """Fail before the Runner writes anything: unreadable checkpoints named by path, datasets
+    with missing files or bad labels (see :mod:`ghost_backbones.datasets.checks`)."""
+    from .datasets.checks import check_config_datasets
+    from .weights import load_checkpoint_file
+    checkpoint = cfg.get('load_from')
+    if cfg.get('resume') and not checkpoint:
+        last = osp.join(cfg.work_dir, 'last_checkpoint')
+        if osp.isfile(last):
+            with open(last) as f:
+                checkpoint = f.read().strip()
+    if checkpoint and not checkpoint.startswith(('http://', 'https://', 'open-mmlab://', 'torchvision://')):
+        load_checkpoint_file(checkpoint, map_location='cpu')
+    check_config_datasets(cfg)
+
+
+def train(cfg: Config, check: bool = True) -> Runner:
+    if check:
+        check_inputs(cfg)
     runner = build_runner(cfg)
     runner.train()
     return runner

@@ -41,7 +41,8 @@ def test_yolov3_ghostnet_learns_the_synthetic_set(synthetic, tmp_path):
     options = data_options('mmdet', synthetic) + det_schedule_options(12, 25)
     metrics = train_and_test(YOLO_CONFIG, str(tmp_path / 'yolov3'), options)['metrics']
     metrics = {k.split('/')[-1]: v for k, v in metrics.items()}
-    assert metrics['bbox_mAP_50'] >= 0.3, metrics
+    # measured: AP 0.40, AP50 0.72 (12 epochs, 300 iterations)
+    assert metrics['bbox_mAP_50'] >= 0.5, metrics
 
 
 def test_fpn_ghostnet_segments_the_synthetic_set(synthetic, tmp_path):
@@ -49,7 +50,8 @@ def test_fpn_ghostnet_segments_the_synthetic_set(synthetic, tmp_path):
     options = data_options('mmseg', synthetic) + seg_schedule_options(300)
     result = train_and_test(SEG_CONFIG, work_dir, options)
     metrics = result['metrics']
-    assert metrics['mIoU'] >= 60, metrics
+    # measured: mIoU 88.0 (300 iterations, batch 8)
+    assert metrics['mIoU'] >= 75, metrics
     # per-class IoU table, as mmseg prints it
     assert 'per class results' in result['log']
     for name in ('background', 'circle', 'square', 'triangle'):
@@ -60,14 +62,19 @@ def test_fpn_ghostnet_segments_the_synthetic_set(synthetic, tmp_path):
     image = osp.join(synthetic, 'voc', 'VOC2012', 'JPEGImages', 'val_000000.jpg')
     run_tool('demo.py', [image, osp.join(work_dir, osp.basename(SEG_CONFIG)), result['checkpoint'],
                          '--out', out], str(tmp_path / 'demo.log'))
-    painted = np.asarray(Image.open(out).convert('RGB')).astype(int)
-    original = np.asarray(Image.open(image).convert('RGB')).astype(int)
+    painted = np.asarray(Image.open(out).convert('RGB')).astype(float)
+    original = np.asarray(Image.open(image).convert('RGB')).astype(float)
     assert painted.shape == original.shape
-    changed = np.abs(painted - original).sum(-1) > 30
+    # mmseg paints image * (1 - alpha) + class colour * alpha (alpha 0.6): recover the colour,
+    # take the nearest class colour and compare with the ground truth
+    colour = (painted - 0.4 * original) / 0.6
+    palette = np.array([[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]], dtype=float)
+    predicted = np.argmin(((colour[:, :, None, :] - palette) ** 2).sum(-1), axis=-1)
     truth = np.asarray(Image.open(image.replace('JPEGImages', 'SegmentationClass').replace('.jpg', '.png')))
-    objects = (truth > 0) & (truth < 255)
-    # the mask colours the objects and leaves most of the background alone
-    assert changed[objects].mean() > 0.7 and changed[truth == 0].mean() < 0.3
+    valid = truth != 255
+    assert (predicted[valid] == truth[valid]).mean() > 0.9
+    objects = valid & (truth > 0)
+    assert objects.sum() > 500 and (predicted[objects] > 0).mean() > 0.7  # measured 0.97 and 0.81
 
 
 def test_test_tool_dumps_predictions_and_paints(synthetic, tmp_path):
@@ -92,3 +99,23 @@ def test_test_tool_dumps_predictions_and_paints(synthetic, tmp_path):
 def glob_all(root, folder):
     import glob
     return glob.glob(osp.join(root, '**', folder, '**', '*'), recursive=True)
+
+
+@pytest.mark.parametrize('package, config, options', [
+    ('mmdet', DET_CONFIG, det_schedule_options(1, 25)),
+    ('mmseg', SEG_CONFIG, seg_schedule_options(4)),
+])
+def test_upstream_tools_run_our_configs(synthetic, tmp_path, package, config, options):
+    """mmdet's / mmseg's own tools/train.py and tools/test.py (from their wheels) run our
+    configs: the custom_imports line registers GhostNet and applies the compat fixes."""
+    import importlib
+    tools = osp.join(osp.dirname(importlib.import_module(package).__file__), '.mim', 'tools')
+    work_dir = str(tmp_path / package)
+    options = data_options('mmdet' if package == 'mmdet' else 'mmseg', synthetic) + options
+    run_tool(osp.join(tools, 'train.py'), [config, '--work-dir', work_dir, '--cfg-options', *options],
+             osp.join(work_dir, 'train.log'))
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    log = run_tool(osp.join(tools, 'test.py'), [config, checkpoint, '--work-dir', work_dir, '--cfg-options', *options],
+                   osp.join(work_dir, 'test.log'))
+    assert ('bbox_mAP_copypaste' if package == 'mmdet' else 'mIoU') in log

@@ -30,6 +30,13 @@ def parse_args():
     return args
 
 
+def as_number(value):
+    try:
+        return float(value)  # numpy scalars included
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def main():
     args = parse_args()
     cfg = runtime.load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
@@ -37,8 +44,7 @@ def main():
     if is_main_process():
         print('\n' + runtime.format_metrics(metrics, runtime.task_scope(cfg)))
         with open(osp.join(cfg.work_dir, 'test_metrics.json'), 'w') as f:
-            json.dump({k: float(v) if isinstance(v, (int, float)) else str(v) for k, v in metrics.items()}, f,
-                      indent=2)
+            json.dump({k: as_number(v) for k, v in metrics.items()}, f, indent=2)
 
 
 if __name__ == '__main__':

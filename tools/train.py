@@ -19,6 +19,8 @@ def parse_args():
                         help='resume from CKPT, or without a value from the last checkpoint in work_dir')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (e.g. train_cfg.max_epochs=3)')
+    parser.add_argument('--no-data-check', action='store_true',
+                        help='skip the dataset and checkpoint checks that run before training')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
@@ -32,7 +34,7 @@ def main():
     if args.amp:
         runtime.enable_amp(cfg)
     runtime.set_resume(cfg, args.resume)
-    runtime.train(cfg)
+    runtime.train(cfg, check=not args.no_data_check)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,46 @@
+"""The analysis and benchmark tools run and print what they promise (no speed assertions)."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from ghost_backbones.analysis import model_info
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.mark.parametrize('arch, timm_name', [('v1', 'ghostnet_100'), ('v2', 'ghostnetv2_100'),
+                                             ('v3', 'ghostnetv3_100')])
+def test_model_info_params_equal_timm_without_its_head(arch, timm_name):
+    timm = pytest.importorskip('timm')
+    reference = timm.create_model(timm_name)
+    head = sum(p.numel() for name, p in reference.named_parameters() if name.startswith(('conv_head', 'classifier')))
+    info = model_info(arch, 1.0, sizes=(64,))
+    assert info['params_m'] * 1e6 == pytest.approx(sum(p.numel() for p in reference.parameters()) - head, abs=1)
+    assert info['out_channels'] == [24, 40, 112, 960] and info['out_strides'] == [4, 8, 16, 32]
+    assert 0 < info['gflops_64'] < 0.05
+
+
+def test_model_info_tool_prints_the_table():
+    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'analysis', 'model_info.py'), '--archs', 'v1', 'v3',
+                          '--widths', '0.5', '--sizes', '64'], capture_output=True, text=True, check=True).stdout
+    lines = [line for line in out.splitlines() if line.startswith('| v')]
+    assert len(lines) == 2 and '(12, 20, 56, 480)' in lines[0]
+
+
+def test_benchmark_quick_mode_prints_every_row(tmp_path):
+    json_path = tmp_path / 'bench.json'
+    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'analysis', 'benchmark.py'), '--quick', '--size', '64',
+                          '--json', str(json_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(json_path.read_text())
+    models = {r['model'] for r in rows}
+    assert {'ours (training structure)', 'ours (deploy)', 'mmdet MobileNetV2 1.0x (eager)',
+            'ours (deploy, onnxruntime)'} <= models
+    assert {r['arch'] for r in rows} == {'v1', 'v2', 'v3'} and {r['batch'] for r in rows} == {1, 2}
+    assert len(rows) == 3 * 5 * 2
+    timm_rows = [r for r in rows if r['model'].startswith('timm')]
+    assert all(r['vs_timm'] == 1.0 for r in timm_rows)
+    assert '| v3 | ours (deploy) | 1 |' in out.stdout
