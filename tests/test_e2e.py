@@ -18,6 +18,7 @@ from ghost_backbones.main_job import (DET_CONFIG, ROOT, SEG_CONFIG, data_options
 
 pytestmark = pytest.mark.slow
 YOLO_CONFIG = osp.join(ROOT, 'configs', 'synthetic', 'yolov3_ghostnet-1.0x_synthetic-160.py')
+DEEPLAB_CONFIG = osp.join(ROOT, 'configs', 'synthetic', 'deeplabv3_ghostnet-1.0x-d8_synthetic-160.py')
 
 
 @pytest.fixture(scope='module')
@@ -104,14 +105,15 @@ def glob_all(root, folder):
 @pytest.mark.parametrize('package, config, options', [
     ('mmdet', DET_CONFIG, det_schedule_options(1, 25)),
     ('mmseg', SEG_CONFIG, seg_schedule_options(4)),
-])
+    ('mmseg', DEEPLAB_CONFIG, seg_schedule_options(2)),  # dilated backbone, SyncBN heads, one CPU process
+], ids=['mmdet-ssdlite', 'mmseg-fpn', 'mmseg-deeplabv3'])
 def test_upstream_tools_run_our_configs(synthetic, tmp_path, package, config, options):
     """mmdet's / mmseg's own tools/train.py and tools/test.py (from their wheels) run our
     configs: the custom_imports line registers GhostNet and applies the compat fixes."""
     import importlib
     tools = osp.join(osp.dirname(importlib.import_module(package).__file__), '.mim', 'tools')
     work_dir = str(tmp_path / package)
-    options = data_options('mmdet' if package == 'mmdet' else 'mmseg', synthetic) + options
+    options = data_options(package, synthetic) + options
     run_tool(osp.join(tools, 'train.py'), [config, '--work-dir', work_dir, '--cfg-options', *options],
              osp.join(work_dir, 'train.log'))
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
