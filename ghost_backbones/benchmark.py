@@ -64,12 +64,14 @@ def count_gflops(model: nn.Module, size: int) -> Optional[float]:
 
 
 def candidates(arch: str, width: float, channels_last: bool) -> Dict[str, Callable[[], nn.Module]]:
-    def deployed():
-        model = deploy_backbone(GhostNet(arch=arch, widen_factor=width))
+    def deployed(out_indices=(2, 4, 6, 9)):
+        model = deploy_backbone(GhostNet(arch=arch, widen_factor=width, out_indices=out_indices))
         return model.to(memory_format=torch.channels_last) if channels_last else model
     return {
         'ours (training structure)': lambda: GhostNet(arch=arch, widen_factor=width),
         'ours (deploy)': deployed,
+        # timm's features_only stops after blocks[7]: the same work as these taps
+        "ours (deploy, timm's taps 1,3,5,7)": lambda: deployed((1, 3, 5, 7)),
         f'timm {TIMM_PREFIX[arch]} (eager)': lambda: timm_backbone(arch, width),
         'mmdet MobileNetV2 1.0x (eager)': mobilenet_v2,
     }
@@ -77,23 +79,34 @@ def candidates(arch: str, width: float, channels_last: bool) -> Dict[str, Callab
 
 def run_benchmark(archs=('v1', 'v2', 'v3'), width: float = 1.0, size: int = 320, batches=(1, 8),
                   device: str = 'cpu', dtype: str = 'float32', threads: int = 2, warmup: int = 10,
-                  iters: int = 50, channels_last: bool = True, onnx: bool = True) -> List[Dict]:
-    """One row per (arch, model, batch): median latency (ms), throughput (img/s), params, FLOPs."""
+                  iters: int = 50, channels_last: bool = True, onnx: bool = True, rounds: int = 5) -> List[Dict]:
+    """One row per (arch, model, batch): median latency (ms), throughput (img/s), params, FLOPs.
+
+    The models of one (arch, batch) are timed in ``rounds`` interleaved rounds, so that a slow
+    spell of the machine hits all of them alike; the median is over all timed runs.
+    """
     if device == 'cpu':
         torch.set_num_threads(threads)
     torch_dtype = getattr(torch, dtype)
     rows = []
     for arch in archs:
+        models = {}
         for name, build in candidates(arch, width, channels_last).items():
-            model = build().eval()
+            model = build()
+            model.eval()  # (mmdet's MobileNetV2.train returns None: no chaining)
             params, gflops = count_params(model), count_gflops(model, size)
-            model = model.to(device=device, dtype=torch_dtype)
-            is_cl = name == 'ours (deploy)' and channels_last
-            for batch in batches:
-                x = torch.randn(batch, 3, size, size, device=device, dtype=torch_dtype)
-                if is_cl:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                ms = median_latency_ms(model, x, device, warmup, iters)
+            channels_last_input = channels_last and name.startswith('ours (deploy')
+            models[name] = (model.to(device=device, dtype=torch_dtype), channels_last_input, params, gflops)
+        for batch in batches:
+            x = torch.randn(batch, 3, size, size, device=device, dtype=torch_dtype)
+            inputs = {name: x.contiguous(memory_format=torch.channels_last) if cl else x
+                      for name, (_, cl, _, _) in models.items()}
+            times = {name: [] for name in models}
+            for _ in range(rounds):
+                for name, (model, _, _, _) in models.items():
+                    times[name].append(median_latency_ms(model, inputs[name], device, warmup, max(1, iters // rounds)))
+            for name, (_, _, params, gflops) in models.items():
+                ms = statistics.median(times[name])
                 rows.append(dict(arch=arch, model=name, batch=batch, latency_ms=ms, img_per_s=batch * 1000 / ms,
                                  params_m=params, gflops=gflops))
         if onnx and device == 'cpu' and dtype == 'float32':

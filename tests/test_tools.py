@@ -40,7 +40,7 @@ def test_benchmark_quick_mode_prints_every_row(tmp_path):
     assert {'ours (training structure)', 'ours (deploy)', 'mmdet MobileNetV2 1.0x (eager)',
             'ours (deploy, onnxruntime)'} <= models
     assert {r['arch'] for r in rows} == {'v1', 'v2', 'v3'} and {r['batch'] for r in rows} == {1, 2}
-    assert len(rows) == 3 * 5 * 2
+    assert len(rows) == 3 * 6 * 2
     timm_rows = [r for r in rows if r['model'].startswith('timm')]
     assert all(r['vs_timm'] == 1.0 for r in timm_rows)
     assert '| v3 | ours (deploy) | 1 |' in out.stdout

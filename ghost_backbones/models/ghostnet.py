@@ -218,5 +218,8 @@ class GhostNet(BaseModule):
                 block.switch_to_deploy()
         last = self.blocks[-1][0]
         self.blocks[-1][0] = nn.Sequential(fuse_conv_norm(last.conv, last.bn1), last.act)
+        for module in self.modules():
+            if isinstance(module, nn.ReLU):
+                module.inplace = True  # every ReLU now follows a conv: its input is a fresh tensor
         self.deployed = True
         return self

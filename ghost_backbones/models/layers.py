@@ -131,8 +131,12 @@ class SqueezeExcite(nn.Module):
         self.gate = HardSigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True))))
-        return x * self.gate(scale)
+        # The 1x1 convs act on a 1x1 map: as matrix products they skip conv dispatch (faster
+        # on CPU, same numbers) and keep the conv weights (timm's checkpoint layout).
+        pooled = x.mean((2, 3))
+        hidden = self.act1(F.linear(pooled, self.conv_reduce.weight.flatten(1), self.conv_reduce.bias))
+        scale = F.linear(hidden, self.conv_expand.weight.flatten(1), self.conv_expand.bias)
+        return x * self.gate(scale)[:, :, None, None]
 
 
 def dfc_attention(in_channels: int, out_channels: int, kernel_size: int, stride: int, dilation: int,
