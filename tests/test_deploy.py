@@ -38,8 +38,9 @@ def test_backbone_onnx_matches_eager_training_structure(arch, tmp_path):
     assert compare_with_onnxruntime(deployed, path, images) < 1e-4  # batch 3 through a batch-1 export
     import onnxruntime
     got = onnxruntime.InferenceSession(path).run(None, {'images': images.numpy()})
-    for g, e in zip(got, eager):
-        torch.testing.assert_close(torch.from_numpy(g), e, atol=1e-4, rtol=1e-4)
+    for g, e in zip(got, eager):  # deploy + ONNX against the training structure, float32
+        scale = max(1.0, e.abs().max().item())
+        torch.testing.assert_close(torch.from_numpy(g) / scale, e / scale, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize('config', ['ssdlite_ghostnet-1.0x_synthetic-160.py', 'fpn_ghostnet-1.0x_synthetic-160.py'])
@@ -59,4 +60,4 @@ def test_export_tool(tmp_path):
                              '--widen-factor', '0.5', '--size', '64', '--out', str(out)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert out.exists() and 'max |diff|' in result.stdout
+    assert out.exists() and 'max |diff| / output scale' in result.stdout

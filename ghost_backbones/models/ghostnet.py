@@ -16,7 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..registry import MODELS
 from .blocks import GhostBottleneck, RepGhostBottleneck
-from .layers import ConvNormAct, build_act, build_norm, conv2d, fuse_conv_norm, make_divisible
+from .layers import ConvNormAct, SqueezeExcite, build_act, build_norm, conv2d, fuse_conv_norm, make_divisible
 
 # One row per stage ``blocks[i]``: [kernel, expansion, out channels, SE ratio, stride] per block.
 # Stage 9, the 1x1 conv to ``last_channels``, is added after these.
@@ -221,5 +221,7 @@ class GhostNet(BaseModule):
         for module in self.modules():
             if isinstance(module, nn.ReLU):
                 module.inplace = True  # every ReLU now follows a conv: its input is a fresh tensor
+            elif isinstance(module, SqueezeExcite):
+                module.switch_to_deploy()
         self.deployed = True
         return self

@@ -66,11 +66,7 @@ def fuse_conv_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
     kernel, bias = conv_norm_kernel_bias(conv.weight, norm)
     if conv.bias is not None:
         bias = bias + conv.bias * norm.weight / (norm.running_var + norm.eps).sqrt()
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                      conv.padding, conv.dilation, conv.groups, bias=True)
-    fused.weight.data.copy_(kernel)
-    fused.bias.data.copy_(bias)
-    return fused.to(conv.weight.device)
+    return conv_from(conv, kernel, bias)
 
 
 def conv_norm_kernel_bias(kernel: torch.Tensor, norm: _BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -129,14 +125,20 @@ class SqueezeExcite(nn.Module):
         self.act1 = build_act(act_cfg)
         self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
         self.gate = HardSigmoid()
+        self.deployed = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The 1x1 convs act on a 1x1 map: as matrix products they skip conv dispatch (faster
-        # on CPU, same numbers) and keep the conv weights (timm's checkpoint layout).
-        pooled = x.mean((2, 3))
-        hidden = self.act1(F.linear(pooled, self.conv_reduce.weight.flatten(1), self.conv_reduce.bias))
-        scale = F.linear(hidden, self.conv_expand.weight.flatten(1), self.conv_expand.bias)
-        return x * self.gate(scale)[:, :, None, None]
+        if self.deployed:
+            # On a 1x1 map the two convs are matrix products: skipping conv dispatch is faster
+            # on CPU (and rounds differently, hence training keeps timm's exact conv form).
+            hidden = self.act1(F.linear(x.mean((2, 3)), self.conv_reduce.weight.flatten(1), self.conv_reduce.bias))
+            scale = F.linear(hidden, self.conv_expand.weight.flatten(1), self.conv_expand.bias)[:, :, None, None]
+        else:
+            scale = self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True))))
+        return x * self.gate(scale)
+
+    def switch_to_deploy(self) -> None:
+        self.deployed = True
 
 
 def dfc_attention(in_channels: int, out_channels: int, kernel_size: int, stride: int, dilation: int,
@@ -316,7 +318,8 @@ def identity_kernel(channels: int, groups: int, kernel_size: Tuple[int, int], li
 def conv_from(template: nn.Conv2d, kernel: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
     """A conv shaped like ``template`` (stride, padding, dilation, groups) with the given weights."""
     conv = nn.Conv2d(template.in_channels, template.out_channels, template.kernel_size, template.stride,
-                     template.padding, template.dilation, template.groups, bias=True)
+                     template.padding, template.dilation, template.groups, bias=True,
+                     device=kernel.device, dtype=kernel.dtype)
     conv.weight.data.copy_(kernel.detach())
     conv.bias.data.copy_(bias.detach())
-    return conv.to(kernel.device)
+    return conv

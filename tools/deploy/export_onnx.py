@@ -35,7 +35,8 @@ def main():
     names = export_onnx(module, torch.randn(1, 3, args.size, args.size), args.out)
     check = torch.randn(2, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     diff = compare_with_onnxruntime(module, args.out, check)
-    print(f'wrote {args.out} ({len(names)} outputs); onnxruntime vs PyTorch at batch 2: max |diff| = {diff:.2e}')
+    print(f'wrote {args.out} ({len(names)} outputs); onnxruntime vs PyTorch at batch 2: '
+          f'max |diff| / output scale = {diff:.2e}')
     if diff > args.atol:
         print(f'FAILED: difference above atol {args.atol}', file=sys.stderr)
         sys.exit(1)
