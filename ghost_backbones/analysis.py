@@ -24,6 +24,19 @@ def model_info(arch: str, widen_factor: float, sizes: Sequence[int] = (224, 320)
     return info
 
 
+def config_info(config: str, size: int) -> Dict:
+    """Params (M) and FLOPs (G) of a whole detector / segmenter from its config, at size x size
+    (up to the raw head outputs: box decoding and NMS are not counted)."""
+    from .deploy import build_from_config, wrap_for_export
+    model = wrap_for_export(build_from_config(config))
+    with torch.no_grad():
+        analyzer = FlopAnalyzer(model, torch.zeros(1, 3, size, size))
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        flops = analyzer.total()
+    return dict(config=config, size=size, params_m=parameter_count(model)[''] / 1e6, gflops=flops / 1e9)
+
+
 def markdown_table(rows: List[Dict], sizes: Sequence[int]) -> str:
     header = ['arch', 'width', 'params (M)', 'deploy params (M)'] + [f'GFLOPs @{s}' for s in sizes] + \
         ['out channels', 'out strides']

@@ -97,7 +97,8 @@ def compare_with_onnxruntime(module: nn.Module, path: str, images: torch.Tensor)
 
 
 def build_from_config(config: str, checkpoint: str = None) -> nn.Module:
-    """A detector / segmenter from a config (and optionally its trained weights), on CPU."""
+    """A detector / segmenter from a config (and optionally its trained weights), on CPU; without
+    a checkpoint the weights are PyTorch's default initialisation (enough for shapes, export, FLOPs)."""
     from mmengine.config import Config
     from mmengine.registry import DefaultScope, init_default_scope
     from mmengine.runner import load_checkpoint
@@ -111,8 +112,6 @@ def build_from_config(config: str, checkpoint: str = None) -> nn.Module:
         model = registry.build(cfg.model)
     if checkpoint:
         load_checkpoint(model, checkpoint, map_location='cpu')
-    else:
-        model.init_weights()
     return model.eval()
 
 

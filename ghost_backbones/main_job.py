@@ -77,10 +77,10 @@ def last_checkpoint(work_dir: str) -> str:
 
 def train_and_test(config: str, work_dir: str, options: Sequence[str], python: str = sys.executable) -> Dict:
     """tools/train.py then tools/test.py on the last checkpoint; metrics and test log."""
-    run_tool('train.py', [config, '--work-dir', work_dir, '--cfg-options', *options],
-             osp.join(work_dir, 'train.log'), python)
+    overrides = ['--cfg-options', *options] if options else []
+    run_tool('train.py', [config, '--work-dir', work_dir, *overrides], osp.join(work_dir, 'train.log'), python)
     checkpoint = last_checkpoint(work_dir)
-    test_log = run_tool('test.py', [config, checkpoint, '--work-dir', work_dir, '--cfg-options', *options],
+    test_log = run_tool('test.py', [config, checkpoint, '--work-dir', work_dir, *overrides],
                         osp.join(work_dir, 'test.log'), python)
     with open(osp.join(work_dir, 'test_metrics.json')) as f:
         metrics = json.load(f)

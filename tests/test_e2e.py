@@ -32,7 +32,7 @@ def test_ssdlite_ghostnet_learns_the_synthetic_set(synthetic, tmp_path):
     options = data_options('mmdet', synthetic) + det_schedule_options(30, 25) + ['test_evaluator.classwise=True']
     result = train_and_test(DET_CONFIG, str(tmp_path / 'ssdlite'), options)
     metrics = {k.split('/')[-1]: v for k, v in result['metrics'].items()}
-    # measured: AP 0.42, AP50 0.71 (30 epochs, 750 iterations)
+    # measured (seed 0): AP 0.356, AP50 0.625 (30 epochs, 750 iterations); chance is ~0
     assert metrics['bbox_mAP_50'] >= 0.5, metrics
     assert metrics['bbox_mAP'] >= 0.25, metrics
     assert 'circle' in result['log'] and 'bbox_mAP_copypaste' in result['log']

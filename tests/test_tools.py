@@ -44,3 +44,16 @@ def test_benchmark_quick_mode_prints_every_row(tmp_path):
     timm_rows = [r for r in rows if r['model'].startswith('timm')]
     assert all(r['vs_timm'] == 1.0 for r in timm_rows)
     assert '| v3 | ours (deploy) | 1 |' in out.stdout
+
+
+def test_model_info_of_whole_detectors():
+    """Params of a whole detector: the backbone's plus the neck's and head's."""
+    from ghost_backbones.analysis import config_info
+    from ghost_backbones.deploy import build_from_config
+    config = osp.join(ROOT, 'configs', 'synthetic', 'ssdlite_ghostnet-1.0x_synthetic-160.py')
+    info = config_info(config, 160)
+    model = build_from_config(config)
+    parts = sum(sum(p.numel() for p in getattr(model, name).parameters()) for name in ('backbone', 'neck', 'bbox_head'))
+    assert info['params_m'] * 1e6 == pytest.approx(parts, abs=1)
+    backbone_flops = model_info('v1', 1.0, sizes=(160,))['gflops_160']
+    assert backbone_flops < info['gflops'] < 3 * backbone_flops
