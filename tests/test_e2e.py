@@ -42,7 +42,7 @@ def test_yolov3_ghostnet_learns_the_synthetic_set(synthetic, tmp_path):
     options = data_options('mmdet', synthetic) + det_schedule_options(12, 25)
     metrics = train_and_test(YOLO_CONFIG, str(tmp_path / 'yolov3'), options)['metrics']
     metrics = {k.split('/')[-1]: v for k, v in metrics.items()}
-    # measured: AP 0.40, AP50 0.72 (12 epochs, 300 iterations)
+    # measured (seed 0): AP 0.394, AP50 0.738 (12 epochs, 300 iterations)
     assert metrics['bbox_mAP_50'] >= 0.5, metrics
 
 
@@ -51,7 +51,7 @@ def test_fpn_ghostnet_segments_the_synthetic_set(synthetic, tmp_path):
     options = data_options('mmseg', synthetic) + seg_schedule_options(300)
     result = train_and_test(SEG_CONFIG, work_dir, options)
     metrics = result['metrics']
-    # measured: mIoU 88.0 (300 iterations, batch 8)
+    # measured (seed 0): mIoU 87.6 (300 iterations, batch 8); predicting background everywhere gives about 22
     assert metrics['mIoU'] >= 75, metrics
     # per-class IoU table, as mmseg prints it
     assert 'per class results' in result['log']

@@ -57,3 +57,13 @@ def test_model_info_of_whole_detectors():
     assert info['params_m'] * 1e6 == pytest.approx(parts, abs=1)
     backbone_flops = model_info('v1', 1.0, sizes=(160,))['gflops_160']
     assert backbone_flops < info['gflops'] < 3 * backbone_flops
+
+
+def test_benchmark_detector_training_throughput_runs_on_cpu():
+    """The --train-detectors mode (meant for a GPU) runs its training steps on any device."""
+    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'analysis', 'benchmark.py'), '--train-detectors',
+                          '--iters', '2', '--warmup', '1', '--batches', '2', '--size', '160', '--no-channels-last'],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stdout.splitlines() if 'img/s' in line]
+    assert len(lines) == 2 and lines[0].startswith('SSDLite-GhostNet') and 'ratio GhostNet / MobileNetV2' in out.stdout
