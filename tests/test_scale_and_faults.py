@@ -89,7 +89,7 @@ def test_bad_box_is_named(small_data, tmp_path, bbox, message):
     with pytest.raises(DatasetError) as info:
         runtime.check_inputs(det_cfg(root))
     assert message in str(info.value) and 'instances_train.json' in str(info.value)
-    assert f'annotation id 4 (' in str(info.value)
+    assert 'annotation id 4 (' in str(info.value)
 
 
 def test_unknown_category_is_named(small_data, tmp_path):

@@ -6,7 +6,7 @@ arithmetic are those of timm's ``ghostnet.py`` and the official releases, so the
 weights load as they are; the conventions (``out_indices``, ``frozen_stages``, ``norm_eval``,
 ``norm_cfg``, ``act_cfg``, ``with_cp``, ``init_cfg``) are those of mmdet's MobileNetV2.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
