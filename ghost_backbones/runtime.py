@@ -66,7 +66,11 @@ def adapt_to_device(cfg: Config) -> None:
 
 
 def enable_amp(cfg: Config) -> None:
-    """mmdet's --amp: AmpOptimWrapper with dynamic loss scaling."""
+    """mmdet's --amp: AmpOptimWrapper with dynamic loss scaling (mmengine's needs CUDA, NPU or MLU)."""
+    from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available
+    if not (is_cuda_available() or is_npu_available() or is_mlu_available()):
+        raise ValueError('--amp needs a CUDA (or NPU / MLU) device: mmengine has no CPU mixed-precision '
+                         'optimizer wrapper; train without --amp on this machine')
     optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if optim_wrapper == 'AmpOptimWrapper':
         return

@@ -230,3 +230,10 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(small_data, tmp_path)
     assert final['meta']['iter'] == reference['meta']['iter'] == epochs * 4
     for key, value in reference['state_dict'].items():
         torch.testing.assert_close(final['state_dict'][key], value, atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_amp_without_an_accelerator_is_a_clear_error(small_data):
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA: --amp is valid here')
+    with pytest.raises(ValueError, match='--amp needs a CUDA'):
+        runtime.enable_amp(det_cfg(small_data))
