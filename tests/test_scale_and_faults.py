@@ -170,27 +170,34 @@ def one_thread_env():
 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(small_data, tmp_path):
+    """tools/dist_train.sh and tools/dist_test.sh (torchrun) with 2 CPU processes."""
     work_dir = str(tmp_path / 'ddp')
     options = data_options('mmdet', small_data) + det_schedule_options(2, 4) + \
         ['train_dataloader.batch_size=4', 'default_hooks.checkpoint.interval=2']
-    result = run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29517',
-                  TRAIN, DET_CONFIG, '--launcher', 'pytorch', '--work-dir', work_dir, '--cfg-options', *options],
-                 tmp_path / 'ddp.log', env=one_thread_env())
+    env = dict(one_thread_env(), PYTHON=sys.executable, PORT='29517')
+    result = run(['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), DET_CONFIG, '2', '--work-dir', work_dir,
+                  '--cfg-options', *options], tmp_path / 'ddp.log', env=env)
     log = (tmp_path / 'ddp.log').read_text()
     assert result.returncode == 0, log[-3000:]
     assert 'Distributed launcher: pytorch' in log and 'Distributed training: True' in log
     # 32 images, batch 4, two ranks: 4 iterations an epoch on each rank (8 in one process)
     assert 'Epoch(train) [2][4/4]' in log
     assert sorted(p for p in os.listdir(work_dir) if p.endswith('.pth')) == ['epoch_2.pth']
-    ddp_metrics = [line for line in log.splitlines() if 'bbox_mAP_copypaste' in line][-1].split()[-6:]
+    checkpoint = osp.join(work_dir, 'epoch_2.pth')
 
-    # the same checkpoint evaluated in one process gives the same COCO numbers
-    single = run([sys.executable, TEST, DET_CONFIG, osp.join(work_dir, 'epoch_2.pth'), '--work-dir',
-                  str(tmp_path / 'single'), '--cfg-options', *options], tmp_path / 'single.log')
-    single_log = (tmp_path / 'single.log').read_text()
-    assert single.returncode == 0, single_log[-3000:]
-    single_metrics = [line for line in single_log.splitlines() if 'bbox_mAP_copypaste' in line][-1].split()[-6:]
-    assert ddp_metrics == single_metrics
+    def copypaste(path):
+        return [line for line in path.read_text().splitlines() if 'bbox_mAP_copypaste' in line][-1].split()[-6:]
+
+    # the validation after training (results gathered from both ranks), tools/dist_test.sh on
+    # 2 processes and tools/test.py in one process give the same COCO numbers
+    result = run(['bash', osp.join(ROOT, 'tools', 'dist_test.sh'), DET_CONFIG, checkpoint, '2', '--work-dir',
+                  str(tmp_path / 'dist_test'), '--cfg-options', *options], tmp_path / 'dist_test.log', env=env)
+    assert result.returncode == 0, (tmp_path / 'dist_test.log').read_text()[-3000:]
+    single = run([sys.executable, TEST, DET_CONFIG, checkpoint, '--work-dir', str(tmp_path / 'single'),
+                  '--cfg-options', *options], tmp_path / 'single.log')
+    assert single.returncode == 0, (tmp_path / 'single.log').read_text()[-3000:]
+    assert copypaste(tmp_path / 'ddp.log') == copypaste(tmp_path / 'dist_test.log') == \
+        copypaste(tmp_path / 'single.log')
 
 
 @pytest.mark.slow
