@@ -7,6 +7,15 @@ from mmengine.analysis import FlopAnalyzer, parameter_count
 from .models import GhostNet
 
 
+def count_gflops(model: torch.nn.Module, size: int) -> float:
+    """mmengine's FLOP count (multiply-adds) of ``model`` on one size x size image, in G."""
+    with torch.no_grad():
+        analyzer = FlopAnalyzer(model, torch.zeros(1, 3, size, size))
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        return analyzer.total() / 1e9
+
+
 def model_info(arch: str, widen_factor: float, sizes: Sequence[int] = (224, 320),
                out_indices=(2, 4, 6, 9)) -> Dict:
     """Params (M) and FLOPs (G, multiply-adds as mmengine counts them) per input size."""
@@ -16,11 +25,7 @@ def model_info(arch: str, widen_factor: float, sizes: Sequence[int] = (224, 320)
     deployed = GhostNet(arch=arch, widen_factor=widen_factor, out_indices=out_indices).switch_to_deploy()
     info['deploy_params_m'] = parameter_count(deployed)[''] / 1e6
     for size in sizes:
-        with torch.no_grad():
-            analyzer = FlopAnalyzer(model, torch.zeros(1, 3, size, size))
-            analyzer.unsupported_ops_warnings(False)
-            analyzer.uncalled_modules_warnings(False)
-            info[f'gflops_{size}'] = analyzer.total() / 1e9
+        info[f'gflops_{size}'] = count_gflops(model, size)
     return info
 
 
@@ -29,12 +34,8 @@ def config_info(config: str, size: int) -> Dict:
     (up to the raw head outputs: box decoding and NMS are not counted)."""
     from .deploy import build_from_config, wrap_for_export
     model = wrap_for_export(build_from_config(config))
-    with torch.no_grad():
-        analyzer = FlopAnalyzer(model, torch.zeros(1, 3, size, size))
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
-        flops = analyzer.total()
-    return dict(config=config, size=size, params_m=parameter_count(model)[''] / 1e6, gflops=flops / 1e9)
+    return dict(config=config, size=size, params_m=parameter_count(model)[''] / 1e6,
+                gflops=count_gflops(model, size))
 
 
 def markdown_table(rows: List[Dict], sizes: Sequence[int]) -> str:

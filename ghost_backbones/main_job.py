@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from .runtime import last_checkpoint
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DET_CONFIG = osp.join(ROOT, 'configs', 'synthetic', 'ssdlite_ghostnet-1.0x_synthetic-160.py')
 SEG_CONFIG = osp.join(ROOT, 'configs', 'synthetic', 'fpn_ghostnet-1.0x_synthetic-160.py')
@@ -68,11 +70,6 @@ def run_tool(tool: str, args: Sequence[str], log_file: str, python: str = sys.ex
         raise RuntimeError(f'{" ".join(command)} failed with exit code {process.returncode} '
                            f'(log: {log_file}):\n{tail}')
     return ''.join(lines)
-
-
-def last_checkpoint(work_dir: str) -> str:
-    with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        return f.read().strip()
 
 
 def train_and_test(config: str, work_dir: str, options: Sequence[str], python: str = sys.executable) -> Dict:

@@ -97,17 +97,20 @@ def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg)
 
 
+def last_checkpoint(work_dir: str) -> str:
+    """The checkpoint mmengine's CheckpointHook saved last in ``work_dir``."""
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        return f.read().strip()
+
+
 def check_inputs(cfg: Config) -> None:
     """Fail before the Runner writes anything: unreadable checkpoints named by path, datasets
     with missing files or bad labels (see :mod:`ghost_backbones.datasets.checks`)."""
     from .datasets.checks import check_config_datasets
     from .weights import load_checkpoint_file
     checkpoint = cfg.get('load_from')
-    if cfg.get('resume') and not checkpoint:
-        last = osp.join(cfg.work_dir, 'last_checkpoint')
-        if osp.isfile(last):
-            with open(last) as f:
-                checkpoint = f.read().strip()
+    if cfg.get('resume') and not checkpoint and osp.isfile(osp.join(cfg.work_dir, 'last_checkpoint')):
+        checkpoint = last_checkpoint(cfg.work_dir)
     if checkpoint and not checkpoint.startswith(('http://', 'https://', 'open-mmlab://', 'torchvision://')):
         load_checkpoint_file(checkpoint, map_location='cpu')
     check_config_datasets(cfg)

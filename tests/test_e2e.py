@@ -15,6 +15,7 @@ from PIL import Image
 from ghost_backbones.datasets import make_synthetic
 from ghost_backbones.main_job import (DET_CONFIG, ROOT, SEG_CONFIG, data_options, det_schedule_options,
                                       run_tool, seg_schedule_options, train_and_test)
+from ghost_backbones.runtime import last_checkpoint
 
 pytestmark = pytest.mark.slow
 YOLO_CONFIG = osp.join(ROOT, 'configs', 'synthetic', 'yolov3_ghostnet-1.0x_synthetic-160.py')
@@ -116,8 +117,7 @@ def test_upstream_tools_run_our_configs(synthetic, tmp_path, package, config, op
     options = data_options(package, synthetic) + options
     run_tool(osp.join(tools, 'train.py'), [config, '--work-dir', work_dir, '--cfg-options', *options],
              osp.join(work_dir, 'train.log'))
-    with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        checkpoint = f.read().strip()
+    checkpoint = last_checkpoint(work_dir)
     log = run_tool(osp.join(tools, 'test.py'), [config, checkpoint, '--work-dir', work_dir, '--cfg-options', *options],
                    osp.join(work_dir, 'test.log'))
     assert ('bbox_mAP_copypaste' if package == 'mmdet' else 'mIoU') in log
