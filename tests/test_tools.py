@@ -67,3 +67,25 @@ def test_benchmark_detector_training_throughput_runs_on_cpu():
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [line for line in out.stdout.splitlines() if 'img/s' in line]
     assert len(lines) == 2 and lines[0].startswith('SSDLite-GhostNet') and 'ratio GhostNet / MobileNetV2' in out.stdout
+
+
+def test_make_synthetic_tool_writes_readable_coco_and_voc(tmp_path):
+    """tools/data/make_synthetic.py: COCO json that pycocotools reads, VOC masks of the same scenes."""
+    import numpy as np
+    from PIL import Image
+    from pycocotools.coco import COCO
+    out = tmp_path / 'synthetic'
+    subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'data', 'make_synthetic.py'), '--out', str(out),
+                    '--num-train', '3', '--num-val', '2', '--image-size', '64'], check=True, capture_output=True)
+    coco = COCO(str(out / 'coco' / 'annotations' / 'instances_val.json'))
+    assert sorted(coco.getImgIds()) == [1, 2] and len(coco.getCatIds()) > 1
+    voc = out / 'voc' / 'VOC2012'
+    names = (voc / 'ImageSets' / 'Segmentation' / 'train.txt').read_text().split()
+    assert names == ['train_000000', 'train_000001', 'train_000002']
+    for name in names:
+        assert Image.open(voc / 'JPEGImages' / f'{name}.jpg').size == (64, 64)
+        labels = np.array(Image.open(voc / 'SegmentationClass' / f'{name}.png'))
+        assert labels.shape == (64, 64) and (labels == 0).any()
+    boxes = [a['bbox'] for a in coco.loadAnns(coco.getAnnIds())]
+    assert boxes and all(0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= 64 and y + h <= 64
+                         for x, y, w, h in boxes)
