@@ -158,13 +158,13 @@ def format_rows(rows: List[Dict]) -> str:
 
 def detector_train_throughput(config: str, device: str = 'cpu', batch: int = 8, size: int = 320, iters: int = 20,
                               warmup: int = 5, amp: bool = False, channels_last: bool = False,
-                              compile_model: bool = False) -> Dict:
+                              compile_model: bool = False, threads: int = 2) -> Dict:
     """Training images per second of a detector config on random synthetic batches."""
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
 
     from .deploy import build_from_config
-    prepare_device(device, torch.get_num_threads())
+    prepare_device(device, threads)
     model = build_from_config(config).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

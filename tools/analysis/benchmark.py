@@ -59,7 +59,8 @@ def main():
     if args.train_detectors:
         rows = [dict(name=name, **detector_train_throughput(
             mmdet_config_path(path), args.device, batch=args.batches[-1], size=args.size, iters=args.iters,
-            warmup=args.warmup, amp=args.amp, channels_last=args.channels_last, compile_model=args.compile))
+            warmup=args.warmup, amp=args.amp, channels_last=args.channels_last, compile_model=args.compile,
+            threads=args.threads))
             for name, path in DETECTORS.items()]
         for row in rows:
             print(f"{row['name']:28s} {row['img_per_s']:8.1f} img/s  ({row['s_per_iter'] * 1000:.0f} ms/iter, "
