@@ -92,7 +92,8 @@ def load_checkpoint_file(filename: str, map_location=None):
             f'refused to load {filename}: its pickle references objects outside the allow-list of '
             f'data types ({first_line(message)}). Loading it could run arbitrary code. If you trust '
             f'this file (e.g. an old mmengine checkpoint), opt it in with {TRUSTED_ENV}={filename} '
-            f'or re-save it once as plain data: python tools/convert_weights.py --trust --whole {filename} OUT.pth') from None
+            f'or re-save it once as plain data: '
+            f'python tools/convert_weights.py --trust --whole {filename} OUT.pth') from None
     except (RuntimeError, EOFError, ValueError, OSError) as error:
         raise CheckpointError(f'{filename} is not a readable PyTorch checkpoint '
                               f'(truncated or another kind of file): {first_line(str(error))}') from None

@@ -47,7 +47,8 @@ def main():
     parser.add_argument('--quick', action='store_true', help='2 warm-up and 3 timed runs, batch 1 and 2')
     parser.add_argument('--train-detectors', action='store_true')
     parser.add_argument('--amp', action='store_true', help='fp16 autocast for --train-detectors')
-    parser.add_argument('--compile', action='store_true', help='torch.compile of backbone, neck and head for --train-detectors')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile of backbone, neck and head for --train-detectors')
     parser.add_argument('--json', help='write the rows to this file')
     args = parser.parse_args()
     if args.quick:
