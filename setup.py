@@ -1,38 +1,89 @@
 """ghost_backbones: the GhostNet family (v1, v2, v3) as an OpenMMLab backbone plugin.
 
-mmcv is deliberately not in install_requires: it ships no wheels for current torch and is built
-from source by ``tools/setup_env.sh`` (see README, "Set-up").
+Two things besides the package:
+
+* ``ghost_backbones_startup`` and ``ghost_backbones_startup.pth``: mmcv's compiled-ops module on
+  torchvision for mmcv-lite, and ``ghost_backbones::`` config inheritance (see that package). The
+  ``.pth`` file goes to site-packages in the wheel and in editable installs, so that mmdet's and
+  mmseg's own tools get both before they read a config.
+* ``configs/`` ships inside the package as ``ghost_backbones/.mim/configs`` (OpenMMLab's layout),
+  so that ``_base_ = 'ghost_backbones::ghostnet/...'`` resolves in an installed wheel.
+
+mmcv is not in install_requires: mmcv-lite 2.1.0 (default) or a compiled mmcv 2.1.0 is chosen by
+``tools/setup_env.sh`` (see README, "Set-up").
 """
+import os
 import os.path as osp
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = osp.dirname(osp.abspath(__file__))
+PTH = 'ghost_backbones_startup.pth'
 
 
 def read_version():
     namespace = {}
-    with open(osp.join(osp.dirname(__file__), 'ghost_backbones', 'version.py')) as f:
+    with open(osp.join(HERE, 'ghost_backbones', 'version.py')) as f:
         exec(f.read(), namespace)
     return namespace['__version__']
+
+
+class BuildPyWithPthAndConfigs(build_py):
+    """Adds the ``.pth`` at the wheel's top level and ``configs/`` as ``ghost_backbones/.mim/configs``."""
+
+    def run(self):
+        super().run()
+        self.copy_file(osp.join(HERE, PTH), osp.join(self.build_lib, PTH))
+        if not self.editable_mode:
+            self.copy_tree(osp.join(HERE, 'configs'), osp.join(self.build_lib, 'ghost_backbones', '.mim', 'configs'))
+
+    def get_outputs(self, include_bytecode=1):
+        return super().get_outputs(include_bytecode) + [osp.join(self.build_lib, PTH)]
+
+
+cmdclass = {'build_py': BuildPyWithPthAndConfigs}
+try:
+    from setuptools.command.editable_wheel import editable_wheel
+
+    class EditableWheelWithPth(editable_wheel):
+        """PEP 660 editable wheels carry only setuptools' own path hooks: add ours beside them.
+        (Configs resolve from the checkout: ``ghost_backbones/.mim`` links to ``configs/``.)"""
+
+        def _install_namespaces(self, installation_dir, pth_prefix):
+            super()._install_namespaces(installation_dir, pth_prefix)
+            shutil.copy(osp.join(HERE, PTH), os.fspath(installation_dir))
+
+    cmdclass['editable_wheel'] = EditableWheelWithPth
+except ImportError:  # setuptools < 64: legacy `setup.py develop`, no .pth hook
+    pass
 
 
 setup(
     name='ghost_backbones',
     version=read_version(),
-    description='GhostNet v1/v2/v3 backbones for mmdet, mmseg and other OpenMMLab projects',
-    long_description=open(osp.join(osp.dirname(__file__), 'README.md')).read()
-    if osp.exists(osp.join(osp.dirname(__file__), 'README.md')) else '',
+    description='GhostNet v1/v2/v3 backbones for mmdet, mmseg, mmpretrain and other OpenMMLab projects',
+    long_description=open(osp.join(HERE, 'README.md')).read() if osp.exists(osp.join(HERE, 'README.md')) else '',
     long_description_content_type='text/markdown',
-    packages=find_packages(include=['ghost_backbones', 'ghost_backbones.*']),
+    packages=find_packages(include=['ghost_backbones', 'ghost_backbones.*',
+                                    'ghost_backbones_startup', 'ghost_backbones_startup.*']),
     python_requires='>=3.8',
     install_requires=[
         'torch>=2.0',
+        'torchvision',
         'mmengine>=0.10.0,<0.11',
-        'mmdet>=3.3.0,<3.4',
-        'mmsegmentation>=1.2.0,<1.3',
         'timm>=1.0',
-        'pycocotools',
         'numpy',
     ],
-    extras_require={'tests': ['pytest', 'onnx', 'onnxruntime', 'matplotlib']},
+    extras_require={
+        'mmdet': ['mmdet>=3.3.0,<3.4', 'pycocotools'],
+        'mmseg': ['mmsegmentation>=1.2.0,<1.3', 'ftfy', 'regex'],
+        'mmpretrain': ['mmpretrain>=1.2.0,<1.3'],
+        'deploy': ['onnx', 'onnxruntime'],
+        'tests': ['pytest', 'onnx', 'onnxruntime', 'matplotlib'],
+    },
+    cmdclass=cmdclass,
+    zip_safe=False,
     license='Apache-2.0',
 )

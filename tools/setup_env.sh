@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# One-command, idempotent set-up of the OpenMMLab stack on current PyTorch.
+# One-command, idempotent set-up of the OpenMMLab stack on current PyTorch, with no compiler.
 #
-# Creates .venv/ in the repository, installs torch, builds mmcv 2.1.0 from its PyPI source
-# (patched for C++20, which torch >= 2.10 headers require) and caches the wheel outside the
-# repository so that the next set-up on this machine reuses it, then installs mmengine, mmdet,
-# mmsegmentation, timm, pycocotools, onnx(runtime), pytest and this package in editable mode.
+# Creates .venv/ in the repository and installs, at the versions the tests passed with
+# (requirements/constraints.txt): torch + torchvision, mmengine, mmcv, mmdet, mmsegmentation,
+# mmpretrain, timm, pycocotools, onnx(runtime), pytest, and this package in editable mode.
+#
+# mmcv: by default mmcv-lite 2.1.0 (pure Python); this package's startup hook provides the ops
+# that mmdet / mmseg call (NMS, RoIAlign, sigmoid focal loss) on torchvision, CPU and CUDA.
+# GB_MMCV=full builds mmcv 2.1.0 with its compiled ops from the PyPI source instead (patched for
+# C++20, which torch >= 2.10 headers require; CUDA ops when nvcc and a GPU are present) and caches
+# the wheel. A compiled mmcv already in the environment is kept as it is.
 #
 # Environment overrides:
+#   GB_MMCV           lite (default) | full
+#   GB_CONSTRAINTS    pip constraints file (default: requirements/constraints.txt);
+#                     'none' installs the newest releases that the version ranges allow
 #   GB_VENV           virtualenv path                 (default: <repo>/.venv)
 #   GB_PYTHON         interpreter to create it with   (default: python3)
-#   GB_CACHE          wheel cache                     (default: ~/.cache/ghost_backbones)
+#   GB_CACHE          wheel cache for GB_MMCV=full    (default: ~/.cache/ghost_backbones)
 #   TORCH_VERSION / TORCHVISION_VERSION               (default: 2.14.1 / 0.29.1)
-#   MAX_JOBS          parallel compile jobs for mmcv  (default: number of cores)
+#   MAX_JOBS          parallel compile jobs for GB_MMCV=full (default: number of cores)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${GB_VENV:-$REPO/.venv}"
 PYTHON="${GB_PYTHON:-python3}"
 CACHE="${GB_CACHE:-$HOME/.cache/ghost_backbones}"
+MMCV_FLAVOUR="${GB_MMCV:-lite}"
+CONSTRAINTS="${GB_CONSTRAINTS:-$REPO/requirements/constraints.txt}"
 TORCH_VERSION="${TORCH_VERSION:-2.14.1}"
 TORCHVISION_VERSION="${TORCHVISION_VERSION:-0.29.1}"
 MMCV_VERSION=2.1.0
@@ -28,6 +38,7 @@ fail() { printf '\nSETUP FAILED: %s\n' "$*" >&2; exit 1; }
 trap 'fail "command on line $LINENO exited with $? (see the output above)"' ERR
 
 start=$(date +%s)
+case "$MMCV_FLAVOUR" in lite|full) ;; *) fail "GB_MMCV must be 'lite' or 'full', got '$MMCV_FLAVOUR'" ;; esac
 command -v "$PYTHON" >/dev/null || fail "no '$PYTHON' interpreter (set GB_PYTHON)"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 8))' || fail "Python >= 3.8 required"
 
@@ -37,9 +48,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install --progress-bar off)
+if [ "$CONSTRAINTS" != none ]; then
+  [ -f "$CONSTRAINTS" ] || fail "constraints file $CONSTRAINTS not found (GB_CONSTRAINTS=none for the newest releases)"
+  PIP+=(-c "$CONSTRAINTS")
+fi
 
-step "build tools: setuptools (with pkg_resources, which mmcv's setup.py imports), wheel, ninja"
-"${PIP[@]}" -q "setuptools>=77,<82" wheel ninja
+# mmengine resolves `mmdet::` configs with pkg_resources, which setuptools 82 removed.
+step "build tools: setuptools < 82 (mmengine imports pkg_resources), wheel"
+"${PIP[@]}" -q "setuptools>=77,<82" wheel
 
 step "torch $TORCH_VERSION + torchvision $TORCHVISION_VERSION"
 if ! "$PY" -c "import torch, torchvision, sys; sys.exit(not (torch.__version__.split('+')[0] == '$TORCH_VERSION' and torchvision.__version__.split('+')[0] == '$TORCHVISION_VERSION'))" 2>/dev/null; then
@@ -49,18 +65,16 @@ else
 fi
 
 step "OpenMMLab packages, timm, pycocotools, onnx, test tools"
-"${PIP[@]}" -q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" ftfy regex \
+"${PIP[@]}" -q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" "mmpretrain==1.2.0" ftfy regex \
   "timm>=1.0" pycocotools onnx onnxruntime pytest matplotlib
 
-# ---- mmcv 2.1.0 with compiled ops ------------------------------------------------------------
-WITH_CUDA=0
-if command -v nvcc >/dev/null 2>&1 && "$PY" -c 'import torch,sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
-  WITH_CUDA=1
-fi
-PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-FLAVOUR="torch${TORCH_VERSION}-${PYTAG}-$([ $WITH_CUDA = 1 ] && echo cuda || echo cpu)"
-WHEEL_DIR="$CACHE/mmcv-$MMCV_VERSION-$FLAVOUR"
-
+# ---- mmcv 2.1.0 ------------------------------------------------------------------------------
+mmcv_kind() { "$PY" - <<'PY' 2>/dev/null || echo none
+import importlib.metadata as md
+names = {d.metadata['Name'].lower() for d in md.distributions()}
+print('lite' if 'mmcv-lite' in names else 'full' if 'mmcv' in names else 'none')
+PY
+}
 mmcv_ok() { "$PY" - <<'PY' 2>/dev/null
 import sys
 import mmcv, torch
@@ -71,14 +85,19 @@ sys.exit(not (mmcv.__version__ == '2.1.0' and keep.tolist() == [0]))
 PY
 }
 
-step "mmcv $MMCV_VERSION ($FLAVOUR)"
-if mmcv_ok; then
-  echo "already installed with working ops"
-else
+build_full_mmcv() {
+  WITH_CUDA=0
+  if command -v nvcc >/dev/null 2>&1 && "$PY" -c 'import torch,sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+    WITH_CUDA=1
+  fi
+  PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+  FLAVOUR="torch${TORCH_VERSION}-${PYTAG}-$([ $WITH_CUDA = 1 ] && echo cuda || echo cpu)"
+  WHEEL_DIR="$CACHE/mmcv-$MMCV_VERSION-$FLAVOUR"
   if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
-    command -v g++ >/dev/null || fail "no C++ compiler: mmcv's ops must be compiled (apt-get install g++)"
+    command -v g++ >/dev/null || fail "no C++ compiler: GB_MMCV=full compiles mmcv's ops (apt-get install g++)"
+    "${PIP[@]}" -q ninja
     BUILD="$(mktemp -d)"
-    echo "no cached wheel in $WHEEL_DIR: building from the PyPI source in $BUILD (about 16 min on 2 cores)"
+    echo "no cached wheel in $WHEEL_DIR: building from the PyPI source in $BUILD (16 to 30 min on 2 cores)"
     "$PY" -m pip download -q --no-deps --no-binary :all: --no-build-isolation -d "$BUILD" "mmcv==$MMCV_VERSION"
     tar -xzf "$BUILD"/mmcv-$MMCV_VERSION.tar.gz -C "$BUILD"
     SRC="$BUILD/mmcv-$MMCV_VERSION"
@@ -93,22 +112,38 @@ else
   else
     echo "reusing cached wheel $(ls "$WHEEL_DIR"/mmcv-*.whl)"
   fi
+  "$PY" -m pip uninstall -q -y mmcv-lite 2>/dev/null || true
   "${PIP[@]}" --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
   # mmcv's own runtime requirements (no torch pin there, so this touches nothing else)
   "${PIP[@]}" -q addict packaging Pillow pyyaml yapf opencv-python
-  mmcv_ok || fail "mmcv installed but mmcv.ops.nms does not run"
+}
+
+INSTALLED=$(mmcv_kind)
+step "mmcv $MMCV_VERSION (wanted: $MMCV_FLAVOUR; installed: $INSTALLED)"
+if [ "$INSTALLED" = full ] && [ "$MMCV_FLAVOUR" = lite ] && mmcv_ok; then
+  echo "a compiled mmcv is installed and works: kept as it is"
+elif [ "$INSTALLED" = "$MMCV_FLAVOUR" ] && mmcv_ok; then
+  echo "already installed"
+elif [ "$MMCV_FLAVOUR" = full ]; then
+  build_full_mmcv
+else
+  "$PY" -m pip uninstall -q -y mmcv 2>/dev/null || true
+  "${PIP[@]}" -q "mmcv-lite==$MMCV_VERSION"
 fi
 
-step "ghost_backbones (editable)"
+step "ghost_backbones (editable, with its startup hook ghost_backbones_startup.pth)"
 "${PIP[@]}" -q --no-deps --no-build-isolation -e "$REPO"
 
-step "check: the whole stack imports"
+step "check: the whole stack imports and mmcv's NMS runs"
+mmcv_ok || fail "mmcv installed but mmcv.ops.nms does not run"
 "$PY" - <<'PY'
-import torch, torchvision, mmcv, mmengine, mmdet, mmseg, timm, pycocotools, onnx, onnxruntime
+import torch, torchvision, mmcv, mmengine, mmdet, mmseg, mmpretrain, timm, pycocotools, onnx, onnxruntime
 import ghost_backbones
+from ghost_backbones_startup.mmcv_ext import provider
 print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| mmcv', mmcv.__version__,
-      '| mmengine', mmengine.__version__, '| mmdet', mmdet.__version__, '| mmseg', mmseg.__version__,
-      '| timm', timm.__version__, '| ghost_backbones', ghost_backbones.__version__)
+      f'(ops: {provider()})', '| mmengine', mmengine.__version__, '| mmdet', mmdet.__version__,
+      '| mmseg', mmseg.__version__, '| mmpretrain', mmpretrain.__version__, '| timm', timm.__version__,
+      '| ghost_backbones', ghost_backbones.__version__)
 PY
 trap - ERR
 printf '\nset-up done in %ds. Activate with: source %s/bin/activate\n' $(( $(date +%s) - start )) "$VENV"
