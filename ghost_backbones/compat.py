@@ -1,69 +1,114 @@
-"""Every fix this package applies to upstream code, in one place, each naming its report.
+"""Every change this package makes to upstream code, in one place: what it fixes, the upstream
+report, and the versions that need it. Each applies only to those versions, and only where the
+code concerned is used (nothing of mmdet is imported to fix mmdet).
 
-Applied once by ``import ghost_backbones`` (``apply()`` is idempotent):
-
-1. mmengine 0.10.7 + torch >= 2.6: ``torch.load`` defaults to ``weights_only=True`` and
-   mmengine's checkpoints do not load (mmengine issue 1655, PR 1650: "Weights only load
-   failed"). Instead of turning full unpickling back on:
-   * what mmengine writes is made data-only: ``HistoryBuffer.__getstate__`` pickled its
-     statistics methods (references like ``getattr(HistoryBuffer, 'min')``, i.e. code);
-     they are class-level and re-created on load, so they are no longer written;
-   * mmengine's local-file checkpoint loader is replaced by
-     :func:`ghost_backbones.weights.load_checkpoint_file`: data-only unpickling with an
-     allow-list of the types a Runner checkpoint holds, a clear refusal of anything else,
-     and an explicit opt-in for a trusted old file.
-2. mmdet 3.3.0 ``SSDHead`` has no ``loss_cls``, so ``predict`` (val/test of SSD and SSDLite)
-   fails with ``AttributeError: 'SSDHead' object has no attribute 'loss_cls'``
-   (mmdetection issues 11063, 11305, 11780). SSD classifies with a softmax over
-   ``num_classes + 1`` and has no loss module: ``loss_cls`` is set to ``None``, which
-   ``BaseDenseHead._predict_by_feat_single`` reads as "no custom channels".
-3. mmengine 0.10.7 distributed runs assume CUDA: ``_init_dist_pytorch`` calls
-   ``torch.cuda.set_device`` and the Runner gives ``MMDistributedDataParallel`` CUDA
-   ``device_ids``, which DDP rejects for a CPU module. Without CUDA, the process group starts
-   with gloo (without ``set_device``) and CPU modules get ``device_ids=None``: plain DDP on CPU.
+1. **Checkpoints as data** (mmengine 0.10.x; 0.10.7 is the latest release). With torch >= 2.6,
+   mmengine's checkpoints do not load ("Weights only load failed", mmengine issue 1655, PR 1650
+   proposes ``weights_only=False``); with any torch, mmengine's URL loaders unpickle fully. Every
+   source mmengine's ``CheckpointLoader`` knows now reads checkpoints as data
+   (:mod:`ghost_backbones.checkpoint_sources`), and what mmengine writes is plain: ``HistoryBuffer``
+   pickles as ``HistoryBuffer(values, counts, max_length)`` with numbers (no arrays, no references
+   to its methods), and ``MessageHub.state_dict`` gives numpy scalars and arrays of its runtime
+   information (e.g. ``eta``) as Python numbers and lists.
+2. **SSDHead.predict** (mmdet 3.0.0 to 3.3.0): ``AttributeError: 'SSDHead' object has no
+   attribute 'loss_cls'`` at val/test of SSD and SSDLite (mmdetection issues 11063, 11305,
+   11780). SSD classifies with a softmax over ``num_classes + 1`` and has no loss module:
+   ``loss_cls = None``, which ``BaseDenseHead`` reads as "no custom channels". Applied when mmdet
+   imports its SSD head.
+3. **torchrun on a machine whose device is the CPU** (mmengine 0.10.x; no upstream report found):
+   ``_init_dist_pytorch`` calls ``torch.cuda.set_device`` and the Runner gives DDP CUDA
+   ``device_ids``. When mmengine's own device choice is 'cpu' (no CUDA, NPU, MLU, MUSA or MPS),
+   the process group starts with gloo and DDP wraps the CPU module with ``device_ids=None``;
+   every other device takes mmengine's own path.
+4. **``ghost_backbones::`` configs** (mmengine 0.10.x): ``_base_ = '<package>::...'`` is refused
+   for packages missing from mmengine's ``MODULE2PACKAGE`` table (mmengine issue 1410, PR 1411
+   not merged). ``ghost_backbones`` is added to it (also done at interpreter start by
+   ``ghost_backbones_startup``, because mmengine reads ``_base_`` before ``custom_imports``).
 """
 import functools
-import importlib.util
+
+from ghost_backbones_startup import register_config_scope
+from ghost_backbones_startup.post_import import when_imported
 
 _applied = False
+FIXED_MARK = '_ghost_backbones_fix'
+
+
+def version_in(version: str, low: str, high: str) -> bool:
+    """``low <= version < high`` by numeric components (mmengine's digit_version)."""
+    from mmengine.utils import digit_version
+    return digit_version(low) <= digit_version(version) < digit_version(high)
+
+
+def mmengine_needs_fixes() -> bool:
+    import mmengine
+    return version_in(mmengine.__version__, '0.10.0', '0.11.0')
 
 
 def apply() -> None:
+    """Apply the fixes the running versions need (idempotent)."""
     global _applied
     if _applied:
         return
-    make_history_buffer_data_only()
-    use_safe_checkpoint_loader()
-    allow_cpu_distributed()
-    if importlib.util.find_spec('mmdet') is not None:
-        fix_ssd_head_loss_cls()
+    if mmengine_needs_fixes():
+        make_history_buffer_data_only()
+        make_message_hub_state_plain()
+        read_checkpoints_as_data()
+        allow_cpu_distributed()
+        when_imported('mmengine.config.utils', register_config_scope)
+    when_imported('mmdet.models.dense_heads.ssd_head', fix_ssd_head_loss_cls)
     _applied = True
 
 
 def make_history_buffer_data_only() -> None:
-    """Fix 1a: HistoryBuffer pickles as plain data (arrays and an int)."""
+    """Fix 1: HistoryBuffer pickles as its constructor call with plain numbers."""
     from mmengine.logging import HistoryBuffer
 
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != 'statistics_methods'}
+    def __reduce__(self):
+        return HistoryBuffer, (self._log_history.tolist(), self._count_history.tolist(), self.max_length)
 
-    HistoryBuffer.__getstate__ = __getstate__
-
-
-def use_safe_checkpoint_loader() -> None:
-    """Fix 1b: mmengine's loader for local paths (scheme '') reads data-only pickles."""
-    from mmengine.runner.checkpoint import CheckpointLoader
-
-    from .weights import load_checkpoint_file
-    CheckpointLoader.register_scheme(prefixes='', loader=load_checkpoint_file, force=True)
+    HistoryBuffer.__reduce__ = __reduce__
 
 
-def fix_ssd_head_loss_cls() -> None:
-    """Fix 2: give SSDHead (and subclasses that lack one) a ``loss_cls`` of None."""
-    from mmdet.models.dense_heads import SSDHead
-    if getattr(SSDHead.__init__, '_ghost_backbones_fix', False):
+def plain(value):
+    """numpy scalars and arrays as Python numbers and lists; anything else unchanged."""
+    import numpy as np
+    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
+
+
+def make_message_hub_state_plain() -> None:
+    """Fix 1: the runtime information in checkpoints holds no numpy objects."""
+    from mmengine.logging import MessageHub
+    original_state_dict = MessageHub.state_dict
+    if getattr(original_state_dict, FIXED_MARK, False):
         return
-    original_init = SSDHead.__init__
+
+    @functools.wraps(original_state_dict)
+    def state_dict(self) -> dict:
+        state = original_state_dict(self)
+        state['runtime_info'] = type(state['runtime_info'])(
+            (key, plain(value)) for key, value in state['runtime_info'].items())
+        return state
+
+    setattr(state_dict, FIXED_MARK, True)
+    MessageHub.state_dict = state_dict
+
+
+def read_checkpoints_as_data() -> None:
+    """Fix 1: every checkpoint source of mmengine reads as data."""
+    from .checkpoint_sources import register
+    register()
+
+
+def fix_ssd_head_loss_cls(ssd_head_module) -> None:
+    """Fix 2: give SSDHead (and subclasses that lack one) a ``loss_cls`` of None."""
+    import mmdet
+    if not version_in(mmdet.__version__, '3.0.0', '3.4.0'):
+        return
+    ssd_head = ssd_head_module.SSDHead
+    if getattr(ssd_head.__init__, FIXED_MARK, False):
+        return
+    original_init = ssd_head.__init__
 
     @functools.wraps(original_init)
     def __init__(self, *args, **kwargs):
@@ -71,37 +116,42 @@ def fix_ssd_head_loss_cls() -> None:
         if not hasattr(self, 'loss_cls'):
             self.loss_cls = None
 
-    __init__._ghost_backbones_fix = True
-    SSDHead.__init__ = __init__
+    setattr(__init__, FIXED_MARK, True)
+    ssd_head.__init__ = __init__
+
+
+def runs_on_cpu() -> bool:
+    """mmengine's own device choice (cuda, npu, mlu, musa, mps or cpu) is the CPU."""
+    from mmengine.device import get_device
+    return get_device() == 'cpu'
 
 
 def allow_cpu_distributed() -> None:
-    """Fix 3: torchrun on a machine without CUDA runs gloo + CPU DDP."""
-    import torch
+    """Fix 3: torchrun where mmengine's device is the CPU runs gloo + CPU DDP."""
     import torch.distributed as torch_dist
     from mmengine.dist import utils as dist_utils
     from mmengine.model.wrappers import distributed as wrappers
 
     original_init_dist = dist_utils._init_dist_pytorch
+    if not getattr(original_init_dist, FIXED_MARK, False):
+        @functools.wraps(original_init_dist)
+        def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
+            if not runs_on_cpu() or init_backend != 'torch':
+                return original_init_dist(backend, init_backend=init_backend, **kwargs)
+            torch_dist.init_process_group(backend='gloo' if backend == 'nccl' else backend, **kwargs)
 
-    def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
-        if torch.cuda.is_available() or init_backend != 'torch':
-            return original_init_dist(backend, init_backend=init_backend, **kwargs)
-        torch_dist.init_process_group(backend='gloo' if backend == 'nccl' else backend, **kwargs)
-
-    if not getattr(original_init_dist, '_ghost_backbones_fix', False):
-        _init_dist_pytorch._ghost_backbones_fix = True
+        setattr(_init_dist_pytorch, FIXED_MARK, True)
         dist_utils._init_dist_pytorch = _init_dist_pytorch
 
     ddp_init = wrappers.MMDistributedDataParallel.__init__
-    if getattr(ddp_init, '_ghost_backbones_fix', False):
+    if getattr(ddp_init, FIXED_MARK, False):
         return
 
     @functools.wraps(ddp_init)
     def __init__(self, module, *args, **kwargs):
-        if all(p.device.type == 'cpu' for p in module.parameters()):
+        if runs_on_cpu() and all(p.device.type == 'cpu' for p in module.parameters()):
             kwargs['device_ids'] = None
         ddp_init(self, module, *args, **kwargs)
 
-    __init__._ghost_backbones_fix = True
+    setattr(__init__, FIXED_MARK, True)
     wrappers.MMDistributedDataParallel.__init__ = __init__

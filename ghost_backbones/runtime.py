@@ -103,15 +103,24 @@ def last_checkpoint(work_dir: str) -> str:
         return f.read().strip()
 
 
+def local_checkpoint(checkpoint: Optional[str]) -> bool:
+    """Whether mmengine reads ``checkpoint`` as a local file (not https://, s3://, open-mmlab://, ...)."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from .checkpoint_sources import load_from_local
+    return bool(checkpoint) and CheckpointLoader._get_checkpoint_loader(checkpoint) is load_from_local
+
+
 def check_inputs(cfg: Config) -> None:
-    """Fail before the Runner writes anything: unreadable checkpoints named by path, datasets
-    with missing files or bad labels (see :mod:`ghost_backbones.datasets.checks`)."""
+    """Fail before the Runner writes anything: unreadable local checkpoints named by path (URLs
+    are read by the Runner, as data), datasets with missing files or bad labels (see
+    :mod:`ghost_backbones.datasets.checks`)."""
+    from .checkpoint import load_checkpoint_file
     from .datasets.checks import check_config_datasets
-    from .weights import load_checkpoint_file
     checkpoint = cfg.get('load_from')
     if cfg.get('resume') and not checkpoint and osp.isfile(osp.join(cfg.work_dir, 'last_checkpoint')):
         checkpoint = last_checkpoint(cfg.work_dir)
-    if checkpoint and not checkpoint.startswith(('http://', 'https://', 'open-mmlab://', 'torchvision://')):
+    if local_checkpoint(checkpoint):
         load_checkpoint_file(checkpoint, map_location='cpu')
     check_config_datasets(cfg)
 

@@ -1,37 +1,21 @@
-"""Reading checkpoints safely, and loading timm / official GhostNet weights into the backbone.
+"""Loading timm / official GhostNet weights into the backbone, and converting checkpoints.
 
-Safe loading: checkpoints are read with ``torch.load(weights_only=True)`` and an allow-list of
-the plain data types that an mmengine Runner checkpoint holds (numpy arrays, dtypes and scalars,
-``collections`` containers, mmengine's ``HistoryBuffer``). A pickle that names anything else,
-i.e. could run code when loaded, is refused with :class:`UnsafeCheckpointError`. A file the
-user trusts is opted in explicitly: its path in the environment variable
-``GHOST_BACKBONES_TRUSTED_CHECKPOINTS`` (``os.pathsep``-separated) or :func:`trust_checkpoint`.
+Every file is read as data (:mod:`ghost_backbones.checkpoint`), from a path or any URL scheme
+mmengine knows (``https://``, ``open-mmlab://``, ...). The state-dict layout is timm's and the
+official releases': classifier keys are skipped, any other mismatch is an error naming the keys.
 """
-import collections
-import logging
-import os
 import os.path as osp
-import pickle
 import re
 from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 from mmengine.logging import print_log
 
-TRUSTED_ENV = 'GHOST_BACKBONES_TRUSTED_CHECKPOINTS'
-_trusted_paths = set()
+from .checkpoint import (CheckpointError, UnsafeCheckpointError, load_checkpoint_file,  # noqa: F401
+                         trusted_checkpoints)
 
 # Keys of the ImageNet classifier, which a backbone has no use for.
 HEAD_KEY_PATTERN = re.compile(r'^(conv_head|classifier|fc|head|act2|global_pool)\.')
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be used: missing, truncated, or not a checkpoint."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint whose pickle references code outside the allow-list."""
 
 
 class CheckpointKeyError(CheckpointError, KeyError):
@@ -41,68 +25,10 @@ class CheckpointKeyError(CheckpointError, KeyError):
         return str(self.args[0])
 
 
-def safe_globals() -> List[object]:
-    """The types an mmengine checkpoint may hold besides tensors and builtin containers."""
-    from mmengine.logging import HistoryBuffer
-    core = getattr(np, '_core', None) or np.core
-    allowed = [
-        core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype,
-        collections.Counter, collections.OrderedDict, collections.defaultdict, HistoryBuffer,
-    ]
-    dtypes_module = getattr(np, 'dtypes', None)
-    if dtypes_module is not None:
-        allowed += [getattr(dtypes_module, name) for name in dir(dtypes_module) if name.endswith('DType')]
-    allowed += [type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
-                                           np.float16, np.float32, np.float64)]
-    return list({id(obj): obj for obj in allowed}.values())
-
-
-def trust_checkpoint(path: str) -> None:
-    """Opt one file into unrestricted (code-running) unpickling. Only for files you trust."""
-    _trusted_paths.add(osp.realpath(osp.expanduser(path)))
-
-
-def is_trusted(path: str) -> bool:
-    env_paths = [p for p in os.environ.get(TRUSTED_ENV, '').split(os.pathsep) if p]
-    trusted = _trusted_paths | {osp.realpath(osp.expanduser(p)) for p in env_paths}
-    return osp.realpath(path) in trusted
-
-
-def load_checkpoint_file(filename: str, map_location=None):
-    """``torch.load`` for checkpoints: data-only unpickling, clear errors naming the file."""
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint file {filename} can not be found.')
-    try:
-        with torch.serialization.safe_globals(safe_globals()):
-            return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        message = str(error)
-        # torch names a refused global ("Unsupported global: GLOBAL x", "unsupported GLOBAL
-        # posix.system"); anything else (e.g. "Unsupported operand") means the bytes are no pickle.
-        refused_code = 'global' in message.lower()
-        if not refused_code:
-            raise CheckpointError(f'{filename} is not a readable PyTorch checkpoint '
-                                  f'(truncated or another kind of file): {first_line(message)}') from None
-        if is_trusted(filename):
-            print_log(f'loading trusted checkpoint {filename} with full unpickling', logger='current',
-                      level=logging.WARNING)
-            return torch.load(filename, map_location=map_location, weights_only=False)
-        raise UnsafeCheckpointError(
-            f'refused to load {filename}: its pickle references objects outside the allow-list of '
-            f'data types ({first_line(message)}). Loading it could run arbitrary code. If you trust '
-            f'this file (e.g. an old mmengine checkpoint), opt it in with {TRUSTED_ENV}={filename} '
-            f'or re-save it once as plain data: '
-            f'python tools/convert_weights.py --trust --whole {filename} OUT.pth') from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
-        raise CheckpointError(f'{filename} is not a readable PyTorch checkpoint '
-                              f'(truncated or another kind of file): {first_line(str(error))}') from None
-
-
-def first_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    useful = [line for line in lines if 'global' in line.lower() or 'invalid' in line.lower()]
-    return (useful or lines or [''])[0][:300]
+def read_any_checkpoint(checkpoint: str, map_location='cpu'):
+    """A checkpoint from a path or a URL scheme, through mmengine's (data-only) loaders."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    return CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location, logger='current')
 
 
 def unwrap_state_dict(checkpoint) -> Dict[str, torch.Tensor]:
@@ -145,7 +71,7 @@ def load_pretrained(model: torch.nn.Module, checkpoint: str, prefix: Optional[st
     Returns the skipped head keys. Raises :class:`CheckpointKeyError` naming missing,
     unexpected and wrongly shaped keys.
     """
-    state_dict = convert_official_keys(unwrap_state_dict(load_checkpoint_file(checkpoint, map_location)), prefix)
+    state_dict = convert_official_keys(unwrap_state_dict(read_any_checkpoint(checkpoint, map_location)), prefix)
     if prefix and not state_dict:
         raise CheckpointKeyError(f'no key of {checkpoint} starts with prefix {prefix!r}')
     skipped = sorted(k for k in state_dict if HEAD_KEY_PATTERN.match(k))
@@ -176,20 +102,20 @@ def describe_keys(title: str, keys: List[str], limit: int = 10) -> str:
     return f'\n  {title} ({len(keys)}): ' + ', '.join(keys[:limit]) + more
 
 
-def convert_checkpoint(src: str, dst: str, trust: bool = False, whole: bool = False,
-                       prefix: Optional[str] = None, keep_head: bool = False) -> Dict[str, int]:
+def convert_checkpoint(src: str, dst: str, trust: bool = False, trust_sha256: Optional[str] = None,
+                       whole: bool = False, prefix: Optional[str] = None, keep_head: bool = False) -> Dict[str, int]:
     """Rewrite a checkpoint as a data-only file that loads with ``weights_only=True``.
 
     Default: the GhostNet weights of a timm / official / mmengine checkpoint (any
     ``state_dict`` / ``model`` nesting, official v3 names, ``prefix`` stripped) as
     ``{'state_dict': ...}``, ready for ``init_cfg=dict(type='Pretrained', checkpoint=dst)``.
-    ``whole=True``: the entire checkpoint (e.g. an old mmengine Runner checkpoint, to resume
-    from) re-saved; with this package imported its HistoryBuffers pickle as plain data.
-    ``trust=True`` opts ``src`` into full unpickling: only for files you trust.
+    ``whole=True``: the entire checkpoint (e.g. a Runner checkpoint, to resume from) re-saved.
+    ``trust=True`` (this file, resolved now) or ``trust_sha256`` (exactly this content) allows
+    full unpickling of ``src``, which can run code: only for files you trust.
     """
-    if trust:
-        trust_checkpoint(src)
-    checkpoint = load_checkpoint_file(src, map_location='cpu')
+    entries = ([osp.abspath(src)] if trust and '://' not in src else []) + ([trust_sha256] if trust_sha256 else [])
+    with trusted_checkpoints(*entries):
+        checkpoint = read_any_checkpoint(src, map_location='cpu')
     if whole:
         torch.save(checkpoint, dst)
         return {'keys': len(checkpoint) if isinstance(checkpoint, dict) else 1}

@@ -2,11 +2,13 @@
 data-only checkpoint that ``init_cfg=dict(type='Pretrained', checkpoint=...)`` loads.
 
     python tools/convert_weights.py SRC DST [--prefix backbone.] [--keep-head]
-    python tools/convert_weights.py --trust --whole OLD_RUNNER_CKPT DST   # re-save a trusted old file
+    python tools/convert_weights.py --trust --whole OLD_CKPT DST       # re-save a file you trust as data
+    python tools/convert_weights.py --trust-sha256 HEX --whole OLD_CKPT DST   # ... trusting exactly that content
 
 Handles ``state_dict`` / ``model`` nesting, DDP's ``module.``, the official v3 names (``bn.`` ->
-``bn1.``) and FLOP-counter entries. ``--trust`` unpickles SRC fully (it may run code): only for
-files you trust; what is written loads without that.
+``bn1.``) and FLOP-counter entries. SRC may be a path or a URL (https://, open-mmlab://, ...).
+It is read as data; ``--trust`` / ``--trust-sha256`` allow full unpickling of SRC (which can run
+code): only for files you trust. What is written is plain data.
 """
 import argparse
 
@@ -20,10 +22,11 @@ def main():
     parser.add_argument('--prefix', help='keep only keys under this prefix and strip it (e.g. backbone.)')
     parser.add_argument('--keep-head', action='store_true', help='keep the ImageNet classifier keys')
     parser.add_argument('--whole', action='store_true', help='re-save the entire checkpoint as plain data')
-    parser.add_argument('--trust', action='store_true', help='SRC is trusted: allow full unpickling')
+    parser.add_argument('--trust', action='store_true', help='trust the file SRC (as resolved now): allow full unpickling')
+    parser.add_argument('--trust-sha256', metavar='HEX', help='trust exactly the content with this sha256 (sha256sum SRC)')
     args = parser.parse_args()
-    result = convert_checkpoint(args.src, args.dst, trust=args.trust, whole=args.whole, prefix=args.prefix,
-                                keep_head=args.keep_head)
+    result = convert_checkpoint(args.src, args.dst, trust=args.trust, trust_sha256=args.trust_sha256, whole=args.whole,
+                                prefix=args.prefix, keep_head=args.keep_head)
     print(f'wrote {args.dst}: {result}')
 
 
