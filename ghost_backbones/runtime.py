@@ -111,7 +111,7 @@ def local_checkpoint(checkpoint: Optional[str]) -> bool:
     return bool(checkpoint) and CheckpointLoader._get_checkpoint_loader(checkpoint) is load_from_local
 
 
-def check_inputs(cfg: Config) -> None:
+def check_inputs(cfg: Config, sample: Optional[int] = None) -> None:
     """Fail before the Runner writes anything: unreadable local checkpoints named by path (URLs
     are read by the Runner, as data), datasets with missing files or bad labels (see
     :mod:`ghost_backbones.datasets.checks`)."""
@@ -122,12 +122,12 @@ def check_inputs(cfg: Config) -> None:
         checkpoint = last_checkpoint(cfg.work_dir)
     if local_checkpoint(checkpoint):
         load_checkpoint_file(checkpoint, map_location='cpu')
-    check_config_datasets(cfg)
+    check_config_datasets(cfg, sample=sample)
 
 
-def train(cfg: Config, check: bool = True) -> Runner:
+def train(cfg: Config, check: bool = True, sample: Optional[int] = None) -> Runner:
     if check:
-        check_inputs(cfg)
+        check_inputs(cfg, sample)
     runner = build_runner(cfg)
     runner.train()
     return runner

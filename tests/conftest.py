@@ -1,10 +1,12 @@
 import os
+import sys
 
 import pytest
 import torch
 
 # The machine (and CI) has 2 cores: fixed threads make runs comparable and avoid oversubscription.
 torch.set_num_threads(int(os.environ.get('GB_TEST_THREADS', '2')))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tests/helpers.py
 
 
 def pytest_configure(config):
@@ -13,4 +15,5 @@ def pytest_configure(config):
 
 @pytest.fixture(scope='session')
 def repo_root():
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from helpers import ROOT
+    return ROOT

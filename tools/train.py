@@ -21,6 +21,8 @@ def parse_args():
                         help='override config settings, key=value (e.g. train_cfg.max_epochs=3)')
     parser.add_argument('--no-data-check', action='store_true',
                         help='skip the dataset and checkpoint checks that run before training')
+    parser.add_argument('--data-check-sample', type=int, metavar='N',
+                        help='decode only N images per dataset in the check (the others by their headers)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
@@ -34,7 +36,7 @@ def main():
     if args.amp:
         runtime.enable_amp(cfg)
     runtime.set_resume(cfg, args.resume)
-    runtime.train(cfg, check=not args.no_data_check)
+    runtime.train(cfg, check=not args.no_data_check, sample=args.data_check_sample)
 
 
 if __name__ == '__main__':
