@@ -122,3 +122,17 @@ def test_convert_nothing_under_prefix(tmp_path):
     _, path = timm_checkpoint(tmp_path)
     with pytest.raises(CheckpointKeyError, match="prefix 'backbone.'"):
         convert_checkpoint(path, str(tmp_path / 'x.pth'), prefix='backbone.')
+
+
+def test_pretrained_inside_a_list_init_cfg_is_strict_and_applied_last(tmp_path):
+    reference, path = timm_checkpoint(tmp_path)
+    ours = GhostNet(out_indices=(9,), init_cfg=[dict(type='Kaiming', layer='Conv2d'),
+                                                 dict(type='Pretrained', checkpoint=path)])
+    ours.init_weights()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x)[0], reference.forward_features(x), atol=1e-5, rtol=1e-5)
+    wrong = GhostNet(widen_factor=0.5, init_cfg=[dict(type='Kaiming', layer='Conv2d'),
+                                                 dict(type='Pretrained', checkpoint=path)])
+    with pytest.raises(CheckpointKeyError, match='shape mismatch'):
+        wrong.init_weights()

@@ -2,8 +2,12 @@
 project with a linear Ghost module, add the shortcut.
 
 ``downsample`` fixes the structure (whether ``conv_dw`` and a conv shortcut exist, as in the
-arch table); ``stride`` and ``dilation`` are what the layer runs with, so a dilated stage keeps
-the weights of the strided one (``out_stride`` 16 or 8 for segmentation).
+arch table); ``stride`` and the dilations are what the layers run with, so a dilated stage keeps
+the weights of the strided one (``out_stride`` 16 or 8 for segmentation). The atrous rule, as
+mmseg's ResNet with ``contract_dilation``: when a stride of 2 becomes 1, the layers that read the
+block's input (``ghost1``, the formerly strided ``conv_dw`` and shortcut) keep the input's rate,
+``first_dilation``; the layers after them (``ghost2``) run at the new rate, ``dilation``. Then
+the dilated network computes the strided one's outputs on every other pixel.
 """
 from typing import Optional
 
@@ -26,29 +30,35 @@ def conv_shortcut(in_channels: int, out_channels: int, kernel_size: int, stride:
 
 
 class GhostBottleneck(nn.Module):
-    """GhostNet v1 bottleneck; v2 when ``attention=True`` (DFC attention in the expansion)."""
+    """GhostNet v1 bottleneck; v2 when ``attention=True`` (DFC attention in the expansion).
+
+    ``dilation``: the rate of the block's output resolution; ``first_dilation`` (default: the
+    same) the rate of its input, for the layers that run before the (removed) stride.
+    """
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, dw_kernel_size: int = 3,
-                 stride: int = 1, dilation: int = 1, downsample: Optional[bool] = None, se_ratio: float = 0.,
-                 attention: bool = False, norm_cfg: dict = dict(type='BN'),
-                 act_cfg: Optional[dict] = dict(type='ReLU')):
+                 stride: int = 1, dilation: int = 1, first_dilation: Optional[int] = None,
+                 downsample: Optional[bool] = None, se_ratio: float = 0., attention: bool = False,
+                 norm_cfg: dict = dict(type='BN'), act_cfg: Optional[dict] = dict(type='ReLU')):
         super().__init__()
         downsample = stride > 1 if downsample is None else downsample
-        self.ghost1 = GhostModule(in_channels, mid_channels, dilation=dilation, attention=attention,
+        first_dilation = dilation if first_dilation is None else first_dilation
+        self.ghost1 = GhostModule(in_channels, mid_channels, dilation=first_dilation, attention=attention,
                                   norm_cfg=norm_cfg, act_cfg=act_cfg)
         if downsample:
-            self.conv_dw = conv2d(mid_channels, mid_channels, dw_kernel_size, stride, dilation, groups=mid_channels)
+            self.conv_dw = conv2d(mid_channels, mid_channels, dw_kernel_size, stride, first_dilation,
+                                  groups=mid_channels)
             self.bn_dw = build_norm(norm_cfg, mid_channels)
         else:
             self.conv_dw = None
             self.bn_dw = None
-        self.se = SqueezeExcite(mid_channels, se_ratio, act_cfg) if se_ratio else None
+        self.se = SqueezeExcite(mid_channels, se_ratio) if se_ratio else nn.Identity()
         self.ghost2 = GhostModule(mid_channels, out_channels, dilation=dilation, use_act=False,
                                   norm_cfg=norm_cfg, act_cfg=act_cfg)
         if in_channels == out_channels and not downsample:
-            self.shortcut = nn.Sequential()
+            self.shortcut = nn.Identity()
         else:
-            self.shortcut = conv_shortcut(in_channels, out_channels, dw_kernel_size, stride, dilation, norm_cfg)
+            self.shortcut = conv_shortcut(in_channels, out_channels, dw_kernel_size, stride, first_dilation, norm_cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.ghost1(x)
@@ -56,8 +66,7 @@ class GhostBottleneck(nn.Module):
             out = self.conv_dw(out)
             if self.bn_dw is not None:
                 out = self.bn_dw(out)
-        if self.se is not None:
-            out = self.se(out)
+        out = self.se(out)
         out = self.ghost2(out)
         return out + self.shortcut(x)
 
@@ -67,7 +76,8 @@ class GhostBottleneck(nn.Module):
         if self.conv_dw is not None and self.bn_dw is not None:
             self.conv_dw = fuse_conv_norm(self.conv_dw, self.bn_dw)
             self.bn_dw = None
-        self.shortcut = fold_sequential(self.shortcut)
+        if isinstance(self.shortcut, nn.Sequential):
+            self.shortcut = fold_sequential(self.shortcut)
 
 
 class RepGhostBottleneck(nn.Module):
@@ -78,27 +88,28 @@ class RepGhostBottleneck(nn.Module):
     """
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, dw_kernel_size: int = 3,
-                 stride: int = 1, dilation: int = 1, downsample: Optional[bool] = None, se_ratio: float = 0.,
-                 attention: bool = False, num_branches: int = 3, norm_cfg: dict = dict(type='BN'),
-                 act_cfg: Optional[dict] = dict(type='ReLU')):
+                 stride: int = 1, dilation: int = 1, first_dilation: Optional[int] = None,
+                 downsample: Optional[bool] = None, se_ratio: float = 0., attention: bool = False,
+                 num_branches: int = 3, norm_cfg: dict = dict(type='BN'), act_cfg: Optional[dict] = dict(type='ReLU')):
         super().__init__()
         self.downsample = stride > 1 if downsample is None else downsample
+        first_dilation = dilation if first_dilation is None else first_dilation
         self.deployed = False
-        self.ghost1 = RepGhostModule(in_channels, mid_channels, dilation=dilation, attention=attention,
+        self.ghost1 = RepGhostModule(in_channels, mid_channels, dilation=first_dilation, attention=attention,
                                      num_branches=num_branches, norm_cfg=norm_cfg, act_cfg=act_cfg)
         if self.downsample:
             self.dw_rpr_conv = nn.ModuleList([
-                ConvNormAct(mid_channels, mid_channels, dw_kernel_size, stride, dilation, groups=mid_channels,
+                ConvNormAct(mid_channels, mid_channels, dw_kernel_size, stride, first_dilation, groups=mid_channels,
                             norm_cfg=norm_cfg, act_cfg=None) for _ in range(num_branches)])
             self.dw_rpr_scale = ConvNormAct(mid_channels, mid_channels, 1, stride, groups=mid_channels,
                                             norm_cfg=norm_cfg, act_cfg=None)
-        self.se = SqueezeExcite(mid_channels, se_ratio, act_cfg) if se_ratio else nn.Identity()
+        self.se = SqueezeExcite(mid_channels, se_ratio) if se_ratio else nn.Identity()
         self.ghost2 = RepGhostModule(mid_channels, out_channels, dilation=dilation, use_act=False,
                                      num_branches=num_branches, norm_cfg=norm_cfg, act_cfg=act_cfg)
         if in_channels == out_channels and not self.downsample:
             self.shortcut = nn.Identity()
         else:
-            self.shortcut = conv_shortcut(in_channels, out_channels, dw_kernel_size, stride, dilation, norm_cfg)
+            self.shortcut = conv_shortcut(in_channels, out_channels, dw_kernel_size, stride, first_dilation, norm_cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.ghost1(x)

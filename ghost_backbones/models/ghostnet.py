@@ -6,7 +6,7 @@ arithmetic are those of timm's ``ghostnet.py`` and the official releases, so the
 weights load as they are; the conventions (``out_indices``, ``frozen_stages``, ``norm_eval``,
 ``norm_cfg``, ``act_cfg``, ``with_cp``, ``init_cfg``) are those of mmdet's MobileNetV2.
 """
-from typing import List, Sequence, Tuple
+from typing import List, NamedTuple, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -40,6 +40,52 @@ ARCHS = ('v1', 'v2', 'v3')
 DILATED_STAGES = {32: (), 16: (7,), 8: (5, 7)}
 
 
+class BlockPlan(NamedTuple):
+    """How one block runs: its stride, the dilation of the layers that read its input
+    (``first_dilation``) and of those after the stride (``dilation``)."""
+    stride: int
+    first_dilation: int
+    dilation: int
+
+
+def dilation_plan(out_stride: int) -> List[List[BlockPlan]]:
+    """Per stage, per block: the atrous rule (see :mod:`.blocks`). A stride of 2 in a dilated
+    stage becomes 1, its block reads the input at the previous rate and every later layer runs
+    at twice that rate."""
+    plan, dilation = [], 1
+    for stage_index, stage_cfg in enumerate(ARCH_SETTINGS):
+        stage = []
+        for *_, stride in stage_cfg:
+            if stride > 1 and stage_index in DILATED_STAGES[out_stride]:
+                stage.append(BlockPlan(1, dilation, dilation * stride))
+                dilation *= stride
+            else:
+                stage.append(BlockPlan(stride, dilation, dilation))
+        plan.append(stage)
+    return plan
+
+
+def check_arguments(arch, widen_factor, out_indices, frozen_stages, out_stride, num_branches) -> Tuple[int, ...]:
+    """ValueErrors that name the bad value; returns ``out_indices`` as a tuple."""
+    if arch not in ARCHS:
+        raise ValueError(f'arch must be one of {ARCHS}, got {arch!r}')
+    if isinstance(widen_factor, bool) or not isinstance(widen_factor, (int, float)) or widen_factor <= 0:
+        raise ValueError(f'widen_factor must be a positive number, got {widen_factor!r}')
+    out_indices = (out_indices,) if isinstance(out_indices, int) else tuple(out_indices)
+    if len(out_indices) == 0:
+        raise ValueError('out_indices must name at least one stage (0..9), got ()')
+    for index in out_indices:
+        if index not in range(NUM_STAGES):
+            raise ValueError(f'out_indices must be in range(0, {NUM_STAGES}), got {index!r} in {out_indices}')
+    if frozen_stages not in range(-1, NUM_STAGES + 1):
+        raise ValueError(f'frozen_stages must be in range(-1, {NUM_STAGES + 1}), got {frozen_stages!r}')
+    if out_stride not in DILATED_STAGES:
+        raise ValueError(f'out_stride must be one of {tuple(sorted(DILATED_STAGES))}, got {out_stride!r}')
+    if num_branches < 1:
+        raise ValueError(f'num_branches must be >= 1, got {num_branches!r}')
+    return out_indices
+
+
 @MODELS.register_module()
 class GhostNet(BaseModule):
     """GhostNet backbone (v1, v2 with DFC attention, v3 with re-parameterisable branches).
@@ -51,17 +97,19 @@ class GhostNet(BaseModule):
         out_indices (Sequence[int]): stages ``blocks[i]``, 0..9, whose outputs are returned.
             Default (2, 4, 6, 9): the last block of each resolution, strides 4/8/16/32,
             channels (24, 40, 112, 960) at 1.0x.
-        out_stride (int): 32, or 16 / 8 to replace the last strides by dilation (segmentation).
+        out_stride (int): 32, or 16 / 8 to replace the last strides by dilation (segmentation),
+            following the atrous rule (the dilated network computes the strided one's outputs
+            on every other pixel).
         frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and stages 0..k-1.
         norm_cfg (dict): norm layers (BN, SyncBN, GN, ...).
-        act_cfg (dict): activation (ReLU in the papers).
+        act_cfg (dict): activation (ReLU in the papers; squeeze-excite keeps ReLU as the reference).
         norm_eval (bool): keep norm layers in eval mode during training (frozen statistics).
         with_cp (bool): gradient checkpointing per stage: less memory, slower.
         num_branches (int): v3 only, conv branches per re-parameterisable conv.
         in_channels (int): input image channels.
         init_cfg (dict | list[dict], optional): ``dict(type='Pretrained', checkpoint=PATH)``
-            loads timm / official ImageNet weights (classifier keys skipped, any other
-            mismatch is an error naming the keys).
+            (alone or in a list) loads timm / official ImageNet weights (classifier keys skipped,
+            any other mismatch is an error naming the keys).
     """
 
     def __init__(self,
@@ -81,72 +129,54 @@ class GhostNet(BaseModule):
             init_cfg = [dict(type='Kaiming', layer='Conv2d'),
                         dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
         super().__init__(init_cfg)
-        if arch not in ARCHS:
-            raise ValueError(f'arch must be one of {ARCHS}, got {arch!r}')
-        if isinstance(widen_factor, bool) or not isinstance(widen_factor, (int, float)) or widen_factor <= 0:
-            raise ValueError(f'widen_factor must be a positive number, got {widen_factor!r}')
-        if isinstance(out_indices, int):
-            out_indices = (out_indices,)
-        if len(out_indices) == 0:
-            raise ValueError('out_indices must name at least one stage (0..9), got ()')
-        for index in out_indices:
-            if index not in range(NUM_STAGES):
-                raise ValueError(f'out_indices must be in range(0, {NUM_STAGES}), got {index!r} '
-                                 f'in {tuple(out_indices)}')
-        if frozen_stages not in range(-1, NUM_STAGES + 1):
-            raise ValueError(f'frozen_stages must be in range(-1, {NUM_STAGES + 1}), got {frozen_stages!r}')
-        if out_stride not in DILATED_STAGES:
-            raise ValueError(f'out_stride must be one of {tuple(sorted(DILATED_STAGES))}, got {out_stride!r}')
-        if num_branches < 1:
-            raise ValueError(f'num_branches must be >= 1, got {num_branches!r}')
-
+        self.out_indices = check_arguments(arch, widen_factor, out_indices, frozen_stages, out_stride, num_branches)
         self.arch = arch
         self.widen_factor = widen_factor
-        self.out_indices = tuple(out_indices)
         self.out_stride = out_stride
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
         self.deployed = False
-
         stem_channels = make_divisible(16 * widen_factor, 4)
+        self._make_stem_layer(in_channels, stem_channels, norm_cfg, act_cfg)
+        self.blocks = self._make_stages(stem_channels, norm_cfg, act_cfg, num_branches)
+        self._freeze_stages()
+
+    def _make_stem_layer(self, in_channels: int, stem_channels: int, norm_cfg: dict, act_cfg: dict) -> None:
         self.conv_stem = conv2d(in_channels, stem_channels, 3, stride=2)
         self.bn1 = build_norm(norm_cfg, stem_channels)
         self.act1 = build_act(act_cfg)
 
-        block_type = RepGhostBottleneck if arch == 'v3' else GhostBottleneck
-        extra = dict(num_branches=num_branches) if arch == 'v3' else {}
+    def _make_stages(self, in_channels: int, norm_cfg: dict, act_cfg: dict, num_branches: int) -> nn.Sequential:
+        """``blocks[0..8]`` from the arch table, ``blocks[9]`` the 1x1 conv to 960·w channels;
+        records each stage's channels and stride."""
+        block_type = RepGhostBottleneck if self.arch == 'v3' else GhostBottleneck
+        extra = dict(num_branches=num_branches) if self.arch == 'v3' else {}
         stages: List[nn.Module] = []
         self.stage_channels: List[int] = []
         self.stage_strides: List[int] = []
-        in_ch, stride_so_far, dilation, block_index = stem_channels, 2, 1, 0
-        for stage_index, stage_cfg in enumerate(ARCH_SETTINGS):
+        stride_so_far, block_index = 2, 0
+        for stage_cfg, stage_plan in zip(ARCH_SETTINGS, dilation_plan(self.out_stride)):
             layers = []
-            for kernel, expansion, channels, se_ratio, stride in stage_cfg:
-                out_ch = make_divisible(channels * widen_factor, 4)
-                mid_ch = make_divisible(expansion * widen_factor, 4)
-                if stride > 1 and stage_index in DILATED_STAGES[out_stride]:
-                    dilation *= stride
-                    run_stride = 1
-                else:
-                    run_stride = stride
-                    stride_so_far *= stride
-                # v2/v3 put DFC attention in every block's expansion but the first two.
+            for (kernel, expansion, channels, se_ratio, stride), plan in zip(stage_cfg, stage_plan):
+                out_channels = make_divisible(channels * self.widen_factor, 4)
                 layers.append(block_type(
-                    in_ch, mid_ch, out_ch, kernel, stride=run_stride, dilation=dilation, downsample=stride > 1,
-                    se_ratio=se_ratio, attention=arch != 'v1' and block_index > 1,
-                    norm_cfg=norm_cfg, act_cfg=act_cfg, **extra))
-                in_ch = out_ch
+                    in_channels, make_divisible(expansion * self.widen_factor, 4), out_channels, kernel,
+                    stride=plan.stride, dilation=plan.dilation, first_dilation=plan.first_dilation,
+                    downsample=stride > 1, se_ratio=se_ratio,
+                    # v2 / v3 put DFC attention in every block's expansion but the first two
+                    attention=self.arch != 'v1' and block_index > 1, norm_cfg=norm_cfg, act_cfg=act_cfg, **extra))
+                in_channels = out_channels
+                stride_so_far *= plan.stride
                 block_index += 1
             stages.append(nn.Sequential(*layers))
-            self.stage_channels.append(in_ch)
+            self.stage_channels.append(in_channels)
             self.stage_strides.append(stride_so_far)
-        last_channels = make_divisible(LAST_CHANNELS * widen_factor, 4)
-        stages.append(nn.Sequential(ConvNormAct(in_ch, last_channels, 1, norm_cfg=norm_cfg, act_cfg=act_cfg)))
+        last_channels = make_divisible(LAST_CHANNELS * self.widen_factor, 4)
+        stages.append(nn.Sequential(ConvNormAct(in_channels, last_channels, 1, norm_cfg=norm_cfg, act_cfg=act_cfg)))
         self.stage_channels.append(last_channels)
         self.stage_strides.append(stride_so_far)
-        self.blocks = nn.Sequential(*stages)
-        self._freeze_stages()
+        return nn.Sequential(*stages)
 
     @property
     def out_channels(self) -> List[int]:
@@ -191,15 +221,26 @@ class GhostNet(BaseModule):
         return self
 
     def init_weights(self) -> None:
-        """Strict loading for ``Pretrained`` init_cfg (see :mod:`ghost_backbones.weights`)."""
-        init_cfg = self.init_cfg
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            from ..weights import load_pretrained
-            load_pretrained(self, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'),
-                            map_location=init_cfg.get('map_location', 'cpu'))
-            self._is_init = True
+        """A ``Pretrained`` entry of ``init_cfg`` (a dict, or one entry of a list, applied after
+        the others as mmengine does) loads strictly (see :mod:`ghost_backbones.weights`)."""
+        configs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg] if self.init_cfg else []
+        pretrained = [c for c in configs if c.get('type') == 'Pretrained']
+        if len(pretrained) > 1:
+            raise ValueError(f'init_cfg has {len(pretrained)} Pretrained entries; give one')
+        if not pretrained:
+            super().init_weights()
             return
-        super().init_weights()
+        others = [c for c in configs if c.get('type') != 'Pretrained']
+        if others:
+            original, self.init_cfg = self.init_cfg, others
+            try:
+                super().init_weights()
+            finally:
+                self.init_cfg = original
+        from ..weights import load_pretrained
+        load_pretrained(self, pretrained[0]['checkpoint'], prefix=pretrained[0].get('prefix'),
+                        map_location=pretrained[0].get('map_location', 'cpu'))
+        self._is_init = True
 
     @torch.no_grad()
     def switch_to_deploy(self) -> 'GhostNet':

@@ -20,8 +20,9 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_activation_layer, build_norm_layer
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from .builders import build_act, build_norm
 
 IntPair = Union[int, Tuple[int, int]]
 
@@ -34,15 +35,6 @@ def make_divisible(value: float, divisor: int = 4, min_value: Optional[int] = No
     if new_value < round_limit * value:
         new_value += divisor
     return new_value
-
-
-def build_norm(norm_cfg: dict, channels: int) -> nn.Module:
-    return build_norm_layer(norm_cfg, channels)[1]
-
-
-def build_act(act_cfg: Optional[dict]) -> nn.Module:
-    """An activation from ``act_cfg``, or Identity for ``None`` (a linear layer)."""
-    return nn.Identity() if act_cfg is None else build_activation_layer(act_cfg)
 
 
 def same_padding(kernel_size: IntPair, dilation: IntPair) -> Tuple[int, int]:
@@ -116,13 +108,14 @@ class ConvNormAct(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Squeeze-and-excite with a hard-sigmoid gate, as in GhostNet (timm key names)."""
+    """Squeeze-and-excite as in GhostNet (timm and the official code, timm key names): ReLU in
+    the hidden layer whatever the backbone's ``act_cfg``, hard-sigmoid gate."""
 
-    def __init__(self, channels: int, ratio: float = 0.25, act_cfg: Optional[dict] = dict(type='ReLU')):
+    def __init__(self, channels: int, ratio: float = 0.25):
         super().__init__()
         reduced = make_divisible(channels * ratio, 4)
         self.conv_reduce = nn.Conv2d(channels, reduced, 1, bias=True)
-        self.act1 = build_act(act_cfg)
+        self.act1 = nn.ReLU()
         self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
         self.gate = HardSigmoid()
         self.deployed = False
@@ -146,22 +139,39 @@ def dfc_attention(in_channels: int, out_channels: int, kernel_size: int, stride:
     """GhostNetV2's decoupled fully-connected attention branch (before its sigmoid).
 
     A pointwise conv, then a 1x5 and a 5x1 depthwise conv: long-range mixing along rows and
-    columns at low cost. It runs on a 2x average-pooled input (see :meth:`GhostModule.forward`).
+    columns at low cost, on a 2x average-pooled input (see :func:`apply_dfc_attention`). In a
+    dilated module (``dilation`` r > 1) the pooled map keeps the full resolution, so the two
+    convs run at rate 2r.
     """
+    rate = 2 * dilation if dilation > 1 else 1
     return nn.Sequential(
         conv2d(in_channels, out_channels, kernel_size, stride),
         build_norm(norm_cfg, out_channels),
-        conv2d(out_channels, out_channels, (1, 5), dilation=(1, dilation), groups=out_channels),
+        conv2d(out_channels, out_channels, (1, 5), dilation=(1, rate), groups=out_channels),
         build_norm(norm_cfg, out_channels),
-        conv2d(out_channels, out_channels, (5, 1), dilation=(dilation, 1), groups=out_channels),
+        conv2d(out_channels, out_channels, (5, 1), dilation=(rate, 1), groups=out_channels),
         build_norm(norm_cfg, out_channels),
     )
 
 
-def apply_dfc_attention(out: torch.Tensor, short_conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Multiply ``out`` by the DFC attention map computed from the module input ``x``."""
-    attention = torch.sigmoid(short_conv(F.avg_pool2d(x, kernel_size=2, stride=2)))
-    return out * F.interpolate(attention, size=out.shape[-2:], mode='nearest')
+def apply_dfc_attention(out: torch.Tensor, short_conv: nn.Module, x: torch.Tensor, dilation: int = 1) -> torch.Tensor:
+    """Multiply ``out`` by the DFC attention map computed from the module input ``x``.
+
+    Rate 1: 2x2 average pool, the branch, sigmoid, nearest upsampling (timm's computation).
+    Rate r > 1 (a dilated stage) follows the atrous rule, computing on every r-th pixel what the
+    strided network computes: the 2x2 average of samples r apart, at every pixel; the branch
+    (its convs at rate 2r); each value held over a 2r x 2r block, as nearest upsampling holds
+    it over 2x2.
+    """
+    if dilation == 1:
+        attention = torch.sigmoid(short_conv(F.avg_pool2d(x, kernel_size=2, stride=2)))
+        return out * F.interpolate(attention, size=out.shape[-2:], mode='nearest')
+    r = dilation
+    padded = F.pad(x, (0, r, 0, r))
+    pooled = (padded[..., :-r, :-r] + padded[..., :-r, r:] + padded[..., r:, :-r] + padded[..., r:, r:]) / 4
+    attention = torch.sigmoid(short_conv(pooled))[..., ::2 * r, ::2 * r]
+    held = F.interpolate(attention, scale_factor=2 * r, mode='nearest')
+    return out * held[..., :out.shape[-2], :out.shape[-1]]
 
 
 class GhostModule(nn.Module):
@@ -173,7 +183,7 @@ class GhostModule(nn.Module):
         ratio: ``out / primary`` channels; the cheap op makes the other ``(ratio - 1)`` parts.
         dw_size: kernel of the cheap depthwise conv.
         stride: stride of the primary conv.
-        dilation: dilation of the cheap (and attention) depthwise convs, for dilated stages.
+        dilation: rate of the cheap depthwise conv and of the attention, for dilated stages.
         use_act: activation after both convs (False for the linear projection ``ghost2``).
         attention: add GhostNetV2's DFC attention branch (``short_conv``).
     """
@@ -198,6 +208,7 @@ class GhostModule(nn.Module):
             build_act(act),
         )
         self.attention = attention
+        self.dilation = dilation
         if attention:
             self.short_conv = dfc_attention(in_channels, out_channels, kernel_size, stride, dilation, norm_cfg)
 
@@ -206,7 +217,7 @@ class GhostModule(nn.Module):
         x2 = self.cheap_operation(x1)
         out = torch.cat([x1, x2], dim=1)[:, :self.out_channels]
         if self.attention:
-            out = apply_dfc_attention(out, self.short_conv, x)
+            out = apply_dfc_attention(out, self.short_conv, x, self.dilation)
         return out
 
     def switch_to_deploy(self) -> None:
@@ -252,6 +263,7 @@ class RepGhostModule(nn.Module):
                                            norm_cfg=norm_cfg, act_cfg=None)
         self.cheap_activation = build_act(act)
         self.attention = attention
+        self.dilation = dilation
         if attention:
             self.short_conv = dfc_attention(in_channels, out_channels, kernel_size, stride, dilation, norm_cfg)
 
@@ -268,7 +280,7 @@ class RepGhostModule(nn.Module):
             x2 = self.cheap_activation(x2)
         out = torch.cat([x1, x2], dim=1)
         if self.attention:
-            out = apply_dfc_attention(out[:, :self.out_channels], self.short_conv, x)
+            out = apply_dfc_attention(out[:, :self.out_channels], self.short_conv, x, self.dilation)
         return out
 
     def switch_to_deploy(self) -> None:
