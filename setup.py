@@ -6,8 +6,9 @@ Two things besides the package:
   torchvision for mmcv-lite, and ``ghost_backbones::`` config inheritance (see that package). The
   ``.pth`` file goes to site-packages in the wheel and in editable installs, so that mmdet's and
   mmseg's own tools get both before they read a config.
-* ``configs/`` ships inside the package as ``ghost_backbones/.mim/configs`` (OpenMMLab's layout),
-  so that ``_base_ = 'ghost_backbones::ghostnet/...'`` resolves in an installed wheel.
+* ``configs/`` and ``model-index.yml`` ship inside the package as ``ghost_backbones/.mim/``
+  (OpenMMLab's layout), so that ``_base_ = 'ghost_backbones::ghostnet/...'`` resolves in an
+  installed wheel; in a checkout ``ghost_backbones/.mim`` holds links to them.
 
 mmcv is not in install_requires: mmcv-lite 2.1.0 (default) or a compiled mmcv 2.1.0 is chosen by
 ``tools/setup_env.sh`` (see README, "Set-up").
@@ -36,8 +37,10 @@ class BuildPyWithPthAndConfigs(build_py):
     def run(self):
         super().run()
         self.copy_file(osp.join(HERE, PTH), osp.join(self.build_lib, PTH))
-        if not self.editable_mode:
-            self.copy_tree(osp.join(HERE, 'configs'), osp.join(self.build_lib, 'ghost_backbones', '.mim', 'configs'))
+        if not self.editable_mode:  # (a checkout links ghost_backbones/.mim to these)
+            mim = osp.join(self.build_lib, 'ghost_backbones', '.mim')
+            self.copy_tree(osp.join(HERE, 'configs'), osp.join(mim, 'configs'))
+            self.copy_file(osp.join(HERE, 'model-index.yml'), osp.join(mim, 'model-index.yml'))
 
     def get_outputs(self, include_bytecode=1):
         return super().get_outputs(include_bytecode) + [osp.join(self.build_lib, PTH)]

@@ -64,6 +64,26 @@ def convert_official_keys(state_dict: Dict[str, torch.Tensor], prefix: Optional[
     return converted
 
 
+# timm's / the official classifier head -> mmpretrain's StackedLinearClsHead(mid_channels=[1280])
+MMPRETRAIN_HEAD_KEYS = {'conv_head.weight': 'head.layers.0.fc.weight', 'conv_head.bias': 'head.layers.0.fc.bias',
+                        'classifier.weight': 'head.layers.1.fc.weight', 'classifier.bias': 'head.layers.1.fc.bias'}
+
+
+def to_mmpretrain(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """A whole timm / official GhostNet state dict as an mmpretrain ImageClassifier's: the backbone
+    under ``backbone.``, ``conv_head`` (a 1x1 conv) as the first linear layer of the head."""
+    missing = sorted(set(MMPRETRAIN_HEAD_KEYS) - set(state_dict))
+    if missing:
+        raise CheckpointKeyError(f'the classifier head is not complete: missing {missing}')
+    converted = {}
+    for key, value in state_dict.items():
+        if key in MMPRETRAIN_HEAD_KEYS:
+            converted[MMPRETRAIN_HEAD_KEYS[key]] = value.flatten(1) if key == 'conv_head.weight' else value
+        elif not HEAD_KEY_PATTERN.match(key):
+            converted[f'backbone.{key}'] = value
+    return converted
+
+
 def load_pretrained(model: torch.nn.Module, checkpoint: str, prefix: Optional[str] = None,
                     map_location='cpu') -> Dict[str, List[str]]:
     """Load ImageNet (or detector) weights into ``model`` strictly, but for classifier keys.
@@ -103,12 +123,15 @@ def describe_keys(title: str, keys: List[str], limit: int = 10) -> str:
 
 
 def convert_checkpoint(src: str, dst: str, trust: bool = False, trust_sha256: Optional[str] = None,
-                       whole: bool = False, prefix: Optional[str] = None, keep_head: bool = False) -> Dict[str, int]:
+                       whole: bool = False, prefix: Optional[str] = None, keep_head: bool = False,
+                       layout: str = 'backbone') -> Dict[str, int]:
     """Rewrite a checkpoint as a data-only file that loads with ``weights_only=True``.
 
     Default: the GhostNet weights of a timm / official / mmengine checkpoint (any
     ``state_dict`` / ``model`` nesting, official v3 names, ``prefix`` stripped) as
     ``{'state_dict': ...}``, ready for ``init_cfg=dict(type='Pretrained', checkpoint=dst)``.
+    ``layout='mmpretrain'``: backbone and classifier head as an mmpretrain ImageClassifier
+    (``configs/ghostnet/ghostnet-v*_in1k.py``) loads them.
     ``whole=True``: the entire checkpoint (e.g. a Runner checkpoint, to resume from) re-saved.
     ``trust=True`` (this file, resolved now) or ``trust_sha256`` (exactly this content) allows
     full unpickling of ``src``, which can run code: only for files you trust.
@@ -120,6 +143,12 @@ def convert_checkpoint(src: str, dst: str, trust: bool = False, trust_sha256: Op
         torch.save(checkpoint, dst)
         return {'keys': len(checkpoint) if isinstance(checkpoint, dict) else 1}
     state_dict = convert_official_keys(unwrap_state_dict(checkpoint), prefix)
+    if layout == 'mmpretrain':
+        state_dict = {k: v for k, v in state_dict.items() if torch.is_tensor(v)}
+        torch.save({'state_dict': to_mmpretrain(state_dict)}, dst)
+        return {'tensors': len(state_dict), 'layout': 'mmpretrain'}
+    if layout != 'backbone':
+        raise ValueError(f"layout must be 'backbone' or 'mmpretrain', got {layout!r}")
     dropped = [k for k in state_dict if HEAD_KEY_PATTERN.match(k)] if not keep_head else []
     state_dict = {k: v for k, v in state_dict.items() if k not in dropped and torch.is_tensor(v)}
     if not state_dict:

@@ -13,6 +13,11 @@ SEG_CONFIG = osp.join(CONFIGS, 'synthetic', 'fpn_ghostnet-1.0x_synthetic-160.py'
 TIMM_PREFIX = {'v1': 'ghostnet', 'v2': 'ghostnetv2', 'v3': 'ghostnetv3'}
 
 
+def tool(*parts: str) -> str:
+    """The path of a script under tools/, e.g. tool('analysis', 'benchmark.py')."""
+    return osp.join(ROOT, 'tools', *parts)
+
+
 def timm_name(arch: str, width: float = 1.0) -> str:
     """timm's model name: ghostnet_100, ghostnetv2_130, ..."""
     return f'{TIMM_PREFIX[arch]}_{int(round(width * 100)):03d}'
@@ -56,8 +61,17 @@ def calibrate_bn(model: nn.Module, size: int = 80, seed: int = 3, batches: int =
 
 
 def data_options(scope: str, data_root: str) -> list:
-    from ghost_backbones.main_job import data_options as options
+    """``--cfg-options`` pointing a synthetic config at another copy of the data."""
+    from ghost_backbones.apps.main_job import data_options as options
     return options(scope, data_root)
+
+
+def run_tool(script: str, args, log_file: str, env=None) -> str:
+    """A script under tools/ (or any path) in a subprocess; its output, or an error with its tail."""
+    import sys
+    from ghost_backbones.apps.main_job import run_command
+    path = script if osp.isabs(script) else tool(script)
+    return run_command([sys.executable, path, *args], log_file, env)
 
 
 def parse_options(options) -> dict:
@@ -71,10 +85,10 @@ def parse_options(options) -> dict:
 
 
 def det_cfg(data_root: str, *extra):
-    from ghost_backbones.runtime import load_config
+    from ghost_backbones.apps.runtime import load_config
     return load_config(DET_CONFIG, cfg_options=parse_options(data_options('mmdet', data_root) + list(extra)))
 
 
 def seg_cfg(data_root: str, *extra):
-    from ghost_backbones.runtime import load_config
+    from ghost_backbones.apps.runtime import load_config
     return load_config(SEG_CONFIG, cfg_options=parse_options(data_options('mmseg', data_root) + list(extra)))

@@ -3,12 +3,12 @@ import subprocess
 import sys
 
 import pytest
+import timm
 import torch
 
 from ghost_backbones import GhostNet
+from ghost_backbones.checkpoint import CheckpointError
 from ghost_backbones.weights import CheckpointKeyError, convert_checkpoint
-
-timm = pytest.importorskip('timm')
 
 
 def timm_checkpoint(tmp_path, name='ghostnet_100', seed=0, transform=None):
@@ -136,3 +136,10 @@ def test_pretrained_inside_a_list_init_cfg_is_strict_and_applied_last(tmp_path):
                                                  dict(type='Pretrained', checkpoint=path)])
     with pytest.raises(CheckpointKeyError, match='shape mismatch'):
         wrong.init_weights()
+
+
+def test_unreadable_init_cfg_checkpoint(tmp_path):
+    bad = tmp_path / 'imagenet.pth'
+    bad.write_bytes(b'\x80\x02}q\x00')  # a pickle cut short
+    with pytest.raises(CheckpointError, match='imagenet.pth'):
+        GhostNet(init_cfg=dict(type='Pretrained', checkpoint=str(bad))).init_weights()

@@ -2,6 +2,7 @@
 data-only checkpoint that ``init_cfg=dict(type='Pretrained', checkpoint=...)`` loads.
 
     python tools/convert_weights.py SRC DST [--prefix backbone.] [--keep-head]
+    python tools/convert_weights.py --to mmpretrain SRC DST   # backbone + head for configs/ghostnet/*_in1k.py
     python tools/convert_weights.py --trust --whole OLD_CKPT DST       # re-save a file you trust as data
     python tools/convert_weights.py --trust-sha256 HEX --whole OLD_CKPT DST   # ... trusting exactly that content
 
@@ -21,12 +22,14 @@ def main():
     parser.add_argument('dst')
     parser.add_argument('--prefix', help='keep only keys under this prefix and strip it (e.g. backbone.)')
     parser.add_argument('--keep-head', action='store_true', help='keep the ImageNet classifier keys')
+    parser.add_argument('--to', default='backbone', choices=['backbone', 'mmpretrain'],
+                        help='backbone: GhostNet keys for init_cfg; mmpretrain: an ImageClassifier (backbone + head)')
     parser.add_argument('--whole', action='store_true', help='re-save the entire checkpoint as plain data')
     parser.add_argument('--trust', action='store_true', help='trust the file SRC (as resolved now): allow full unpickling')
     parser.add_argument('--trust-sha256', metavar='HEX', help='trust exactly the content with this sha256 (sha256sum SRC)')
     args = parser.parse_args()
     result = convert_checkpoint(args.src, args.dst, trust=args.trust, trust_sha256=args.trust_sha256, whole=args.whole,
-                                prefix=args.prefix, keep_head=args.keep_head)
+                                prefix=args.prefix, keep_head=args.keep_head, layout=args.to)
     print(f'wrote {args.dst}: {result}')
 
 

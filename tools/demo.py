@@ -4,7 +4,7 @@
 """
 import argparse
 
-from ghost_backbones.visualization import demo
+from ghost_backbones.apps.visualization import demo
 
 
 def main():

@@ -1,12 +1,12 @@
 """The main job: train, score and show SSDLite-GhostNet and Semantic FPN-GhostNet on the
-built-in synthetic data (see ghost_backbones/main_job.py). About 10 minutes on 2 CPU cores.
+built-in synthetic data (see ghost_backbones/apps/main_job.py). About 10 minutes on 2 CPU cores.
 
     python tools/main_job.py [--out outputs/main_job] [--data data/synthetic]
         [--det-epochs 30] [--seg-iters 600] [--num-train 200] [--num-val 50]
 """
 import argparse
 
-from ghost_backbones.main_job import run_main_job
+from ghost_backbones.apps.main_job import run_main_job
 
 
 def main():

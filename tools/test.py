@@ -3,49 +3,10 @@ segmentation configs (the config's default_scope decides).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl]
         [--show-dir DIR] [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+
+The implementation is ghost_backbones/apps/test_tool.py (also: python -m ghost_backbones.apps.test_tool).
 """
-import argparse
-import json
-import os.path as osp
-
-from mmengine.config import DictAction
-from mmengine.dist import is_main_process
-
-from ghost_backbones import runtime
-
-
-def parse_args():
-    parser = argparse.ArgumentParser(description='Test (and evaluate) a GhostNet detector or segmenter')
-    parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='the dir to save evaluation metrics')
-    parser.add_argument('--out', help='dump predictions to a pickle file for offline evaluation')
-    parser.add_argument('--show-dir', help='save painted predictions in this directory')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    runtime.set_local_rank_env(args.local_rank)
-    return args
-
-
-def as_number(value):
-    try:
-        return float(value)  # numpy scalars included
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def main():
-    args = parse_args()
-    cfg = runtime.load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-    metrics = runtime.test(cfg, args.checkpoint, out=args.out, show_dir=args.show_dir)
-    if is_main_process():
-        print('\n' + runtime.format_metrics(metrics, runtime.task_scope(cfg)))
-        with open(osp.join(cfg.work_dir, 'test_metrics.json'), 'w') as f:
-            json.dump({k: as_number(v) for k, v in metrics.items()}, f, indent=2)
-
+from ghost_backbones.apps.test_tool import main
 
 if __name__ == '__main__':
     main()

@@ -5,6 +5,8 @@
 # both define; a config takes what it needs with ``{{_base_.synthetic.<key>}}``.
 synthetic = dict(
     num_classes=3,
+    data_root='data/synthetic/coco/',
+    metainfo=dict(classes=('circle', 'square', 'triangle'), palette=[(220, 60, 50), (50, 170, 60), (60, 90, 220)]),
     train_dataloader=dict(
         batch_size=8,
         num_workers=1,

@@ -7,30 +7,75 @@ MobileNetV2 1.0x and ours in onnxruntime; median latency, img/s, ratios, params,
     python tools/analysis/benchmark.py --quick          # few iterations: checks that it runs
     python tools/analysis/benchmark.py --train-detectors --device cuda --amp [--compile]
         # training img/s of SSDLite-GhostNet vs SSDLite-MobileNetV2 on synthetic batches
+    python tools/analysis/benchmark.py --deploy --config CONFIG --checkpoint CKPT --data data/synthetic
+        [--size 320] [--threads 2] [--calib-images 32]
+        # backbone and whole model (post-processing included): PyTorch eager / deploy FP32, ONNX
+        # Runtime FP32 / INT8 latency at batch 1, and the box AP or mIoU of each on the synthetic
+        # val set, scored through tools/deploy/onnx_infer.py
 """
 import argparse
+import importlib.util
 import json
 import os.path as osp
+import tempfile
 
-from ghost_backbones.benchmark import detector_train_throughput, format_rows, run_benchmark
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DETECTORS = {
-    'SSDLite-GhostNet 1.0x': osp.join(ROOT, 'configs', 'ghostnet', 'ssdlite_ghostnet-1.0x_8xb24-600e_coco-320.py'),
-    'SSDLite-MobileNetV2 1.0x': 'mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py',
-}
+from ghost_backbones.apps.benchmark import (DETECTORS, deployment_rows, deployment_variants, detector_config,
+                                            detector_train_throughput, format_rows, mean_iou, run_benchmark)
+from ghost_backbones.models import ARCHS
 
 
-def mmdet_config_path(path):
-    if path.startswith('mmdet::'):
-        import mmdet
-        return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', path[len('mmdet::'):])
-    return path
+def load_runner():
+    """tools/deploy/onnx_infer.py, the standalone runner: every variant is scored by its code."""
+    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'deploy', 'onnx_infer.py')
+    spec = importlib.util.spec_from_file_location('onnx_infer', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def score(session, spec, data_root, runner) -> float:
+    """Box AP (pycocotools) or mIoU of one end-to-end variant on the synthetic val set."""
+    import numpy as np
+    from PIL import Image
+    if spec['task'] == 'detection':
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+        ann = osp.join(data_root, 'coco', 'annotations', 'instances_val.json')
+        results = runner.coco_results(session, spec, ann, osp.join(data_root, 'coco', 'val'))
+        truth = COCO(ann)
+        evaluation = COCOeval(truth, truth.loadRes(results), 'bbox')
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+        return float(evaluation.stats[0])
+    voc = osp.join(data_root, 'voc', 'VOC2012')
+    names = open(osp.join(voc, 'ImageSets', 'Segmentation', 'val.txt')).read().split()
+    pairs = ((runner.segment(session, spec, runner.read_rgb(osp.join(voc, 'JPEGImages', n + '.jpg'))),
+              np.asarray(Image.open(osp.join(voc, 'SegmentationClass', n + '.png')))) for n in names)
+    return mean_iou(pairs, len(spec['classes']))
+
+
+def deployment(args) -> list:
+    runner = load_runner()
+    with tempfile.TemporaryDirectory() as work_dir:
+        timed = deployment_variants(args.config, args.checkpoint, work_dir, args.size, args.threads, args.calib_images)
+        rows = deployment_rows(timed, args.warmup, args.iters)
+        scored = deployment_variants(args.config, args.checkpoint, work_dir, None, args.threads, args.calib_images)
+        metric = 'box AP' if scored['spec']['task'] == 'detection' else 'mIoU'
+        accuracy = {name: score(session, scored['spec'], args.data, runner) for name, session in scored['whole'].items()}
+    print(f"| part | variant | median ms ({rows[0]['size'][0]}x{rows[0]['size'][1]}, batch 1) | / ONNX Runtime FP32 | "
+          f"{metric} (synthetic val) |\n|---|---|---|---|---|")
+    for row in rows:
+        row[metric] = accuracy[row['variant']] if row['part'] == 'whole' else None
+        value = f"{row[metric]:.3f}" if row[metric] is not None else '-'
+        print(f"| {row['part']} | {row['variant']} | {row['latency_ms']:.1f} | {row['vs_onnxruntime_fp32']:.2f} | "
+              f"{value} |")
+    return rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--archs', nargs='+', default=['v1', 'v2', 'v3'])
+    parser.add_argument('--archs', nargs='+', default=list(ARCHS), choices=ARCHS)
     parser.add_argument('--width', type=float, default=1.0)
     parser.add_argument('--size', type=int, default=320)
     parser.add_argument('--batches', nargs='+', type=int, default=[1, 8])
@@ -49,6 +94,11 @@ def main():
     parser.add_argument('--amp', action='store_true', help='fp16 autocast for --train-detectors')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile of backbone, neck and head for --train-detectors')
+    parser.add_argument('--deploy', action='store_true', help='deployment variants of --config (see above)')
+    parser.add_argument('--config', help='detector / segmenter config for --deploy')
+    parser.add_argument('--checkpoint', help='its trained weights')
+    parser.add_argument('--data', default='data/synthetic', help='synthetic data for the scores of --deploy')
+    parser.add_argument('--calib-images', type=int, default=32, help='INT8 calibration images for --deploy')
     parser.add_argument('--json', help='write the rows to this file')
     args = parser.parse_args()
     if args.quick:
@@ -57,9 +107,11 @@ def main():
         # measured: it speeds up the deployed backbone on CPU, and slows it down in fp16 on an H200
         args.channels_last = args.device == 'cpu'
 
-    if args.train_detectors:
+    if args.deploy:
+        rows = deployment(args)
+    elif args.train_detectors:
         rows = [dict(name=name, **detector_train_throughput(
-            mmdet_config_path(path), args.device, batch=args.batches[-1], size=args.size, iters=args.iters,
+            detector_config(path), args.device, batch=args.batches[-1], size=args.size, iters=args.iters,
             warmup=args.warmup, amp=args.amp, channels_last=args.channels_last, compile_model=args.compile,
             threads=args.threads))
             for name, path in DETECTORS.items()]

@@ -8,12 +8,13 @@ FLOPs are mmengine's count (one multiply-add = one FLOP) of the backbone up to i
 """
 import argparse
 
-from ghost_backbones.analysis import config_info, markdown_table, model_info
+from ghost_backbones.apps.analysis import config_info, markdown_table, model_info
+from ghost_backbones.models import ARCHS
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--archs', nargs='+', default=['v1', 'v2', 'v3'])
+    parser.add_argument('--archs', nargs='+', default=list(ARCHS), choices=ARCHS)
     parser.add_argument('--widths', nargs='+', type=float, default=[0.5, 1.0, 1.3, 1.6])
     parser.add_argument('--sizes', nargs='+', type=int, default=[224, 320])
     parser.add_argument('--config', nargs='+', help='whole models from these configs instead of bare backbones')

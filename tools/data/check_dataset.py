@@ -13,8 +13,8 @@ import time
 
 from mmengine.config import DictAction
 
-from ghost_backbones import runtime
-from ghost_backbones.datasets.checks import DatasetError, check_config_datasets
+from ghost_backbones.apps import runtime
+from ghost_backbones.apps.datasets.checks import DatasetError, check_config_datasets
 
 
 def main():

@@ -4,19 +4,43 @@ timm's counterpart and mmdet's MobileNetV2, measured in one process; plus onnxru
 Every number is a median over many timed runs after a warm-up, with fixed threads, so that
 the ratios (ours / timm, ours / MobileNetV2) compare like with like on the same machine.
 """
+import os.path as osp
 import statistics
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional
 
+import numpy as np
 import torch
 import torch.nn as nn
 
+from ..models import ARCHS, GhostNet
 from .analysis import count_gflops
+from .configs import config_file
 from .deploy import deploy_backbone, export_onnx, onnxruntime_session
-from .models import GhostNet
 
 TIMM_PREFIX = {'v1': 'ghostnet', 'v2': 'ghostnetv2', 'v3': 'ghostnetv3'}
+# the detectors of the training-throughput benchmark: ours and mmdet's own counterpart
+DETECTORS = {
+    'SSDLite-GhostNet 1.0x': 'ghostnet/ssdlite_ghostnet-1.0x_8xb24-600e_coco-320.py',
+    'SSDLite-MobileNetV2 1.0x': 'mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py',
+}
+
+
+class Candidate(NamedTuple):
+    """A model timed in the benchmark, with what its rows report."""
+    model: nn.Module
+    channels_last_input: bool
+    params_m: float
+    gflops: Optional[float]
+
+
+def detector_config(path: str) -> str:
+    """A shipped config of ours, or one of mmdet's by its ``mmdet::`` name."""
+    if path.startswith('mmdet::'):
+        import mmdet
+        return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', path[len('mmdet::'):])
+    return config_file(path)
 
 
 def synchronize(device: str) -> None:
@@ -83,7 +107,7 @@ def candidates(arch: str, width: float, channels_last: bool) -> Dict[str, Callab
     }
 
 
-def run_benchmark(archs=('v1', 'v2', 'v3'), width: float = 1.0, size: int = 320, batches=(1, 8),
+def run_benchmark(archs=ARCHS, width: float = 1.0, size: int = 320, batches=(1, 8),
                   device: str = 'cpu', dtype: str = 'float32', threads: int = 2, warmup: int = 10,
                   iters: int = 50, channels_last: bool = True, onnx: bool = True, rounds: int = 5) -> List[Dict]:
     """One row per (arch, model, batch): median latency (ms), throughput (img/s), params, FLOPs.
@@ -99,21 +123,22 @@ def run_benchmark(archs=('v1', 'v2', 'v3'), width: float = 1.0, size: int = 320,
         for name, build in candidates(arch, width, channels_last).items():
             model = build()
             model.eval()  # (mmdet's MobileNetV2.train returns None: no chaining)
-            params, gflops = count_params(model), gflops_or_none(model, size)
-            channels_last_input = channels_last and name.startswith('ours (deploy')
-            models[name] = (model.to(device=device, dtype=torch_dtype), channels_last_input, params, gflops)
+            models[name] = Candidate(model.to(device=device, dtype=torch_dtype),
+                                     channels_last and name.startswith('ours (deploy'), count_params(model),
+                                     gflops_or_none(model, size))
         for batch in batches:
             x = torch.randn(batch, 3, size, size, device=device, dtype=torch_dtype)
-            inputs = {name: x.contiguous(memory_format=torch.channels_last) if cl else x
-                      for name, (_, cl, _, _) in models.items()}
+            inputs = {name: x.contiguous(memory_format=torch.channels_last) if c.channels_last_input else x
+                      for name, c in models.items()}
             times = {name: [] for name in models}
             for _ in range(rounds):
-                for name, (model, _, _, _) in models.items():
-                    times[name].append(median_latency_ms(model, inputs[name], device, warmup, max(1, iters // rounds)))
-            for name, (_, _, params, gflops) in models.items():
+                for name, candidate in models.items():
+                    times[name].append(median_latency_ms(candidate.model, inputs[name], device, warmup,
+                                                         max(1, iters // rounds)))
+            for name, candidate in models.items():
                 ms = statistics.median(times[name])
                 rows.append(dict(arch=arch, model=name, batch=batch, latency_ms=ms, img_per_s=batch * 1000 / ms,
-                                 params_m=params, gflops=gflops))
+                                 params_m=candidate.params_m, gflops=candidate.gflops))
         if onnx and device == 'cpu' and dtype == 'float32':
             rows += onnx_rows(arch, width, size, batches, threads, warmup, iters)
     add_ratios(rows)
@@ -121,7 +146,6 @@ def run_benchmark(archs=('v1', 'v2', 'v3'), width: float = 1.0, size: int = 320,
 
 
 def onnx_rows(arch, width, size, batches, threads, warmup, iters) -> List[Dict]:
-    import numpy as np
     model = deploy_backbone(GhostNet(arch=arch, widen_factor=width))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,3 +231,106 @@ def detector_train_throughput(config: str, device: str = 'cpu', batch: int = 8, 
     seconds = (time.perf_counter() - start) / iters
     return dict(config=config, device=device, batch=batch, size=size, amp=amp, s_per_iter=seconds,
                 img_per_s=batch / seconds)
+
+
+# ---------------------------------------------------------------------------- deployment variants
+
+class TorchSession:
+    """A PyTorch module behind onnxruntime's ``run(None, {'images': array})``, so that the same
+    code times and scores PyTorch and ONNX Runtime."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module.eval()
+
+    def run(self, output_names, feeds):
+        with torch.inference_mode():
+            outputs = self.module(torch.from_numpy(feeds['images']))
+        outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        return [o.numpy() for o in outputs]
+
+
+def deployment_variants(config: str, checkpoint: str, work_dir: str, size=None, threads: int = 2,
+                        calib_images: int = 32) -> Dict[str, Dict[str, object]]:
+    """For the backbone and the whole model (end to end): PyTorch eager FP32, PyTorch deploy
+    FP32, ONNX Runtime FP32 and ONNX Runtime INT8, each with a ``run`` method; the whole model's
+    input size is ``size`` (default: the config's) and its preprocessing spec comes along."""
+    import copy
+
+    from mmengine.config import Config
+
+    from .deploy import deploy_backbone, export_end2end, onnxruntime_session, preprocessing_spec
+    from .end2end import end2end
+    from .quantize import calibration_inputs, quantize_int8
+    cfg = Config.fromfile(config)
+    spec = preprocessing_spec(cfg, size)
+    height, width = spec['input_size']
+    model = build_whole(config, checkpoint)
+    whole_path = osp.join(work_dir, f'whole_{height}x{width}.onnx')
+    export_end2end(config, checkpoint, whole_path, (height, width))
+    backbone_path = osp.join(work_dir, f'backbone_{height}x{width}.onnx')
+    export_onnx(deploy_backbone(copy.deepcopy(model.backbone)), torch.zeros(1, 3, height, width), backbone_path)
+    calibration = list(calibration_inputs(resized_config(cfg, (height, width)), model, calib_images, (height, width)))
+    for path in (whole_path, backbone_path):
+        quantize_int8(path, path.replace('.onnx', '.int8.onnx'), iter(calibration))
+    variants = {}
+    for part, path, eager in (('backbone', backbone_path, model.backbone), ('whole', whole_path, end2end(model))):
+        variants[part] = {
+            'PyTorch eager FP32': TorchSession(copy.deepcopy(eager)),
+            'PyTorch deploy FP32': TorchSession(deploy_backbone(copy.deepcopy(eager))),
+            'ONNX Runtime FP32': onnxruntime_session(path, threads),
+            'ONNX Runtime INT8': onnxruntime_session(path.replace('.onnx', '.int8.onnx'), threads),
+        }
+    return dict(variants, spec=spec)
+
+
+def build_whole(config: str, checkpoint: str) -> nn.Module:
+    from .deploy import build_from_config
+    return build_from_config(config, checkpoint)
+
+
+def resized_config(cfg, size):
+    """The config with its test-time Resize set to ``size`` (height, width): calibration images
+    for a model exported at another size than the config's."""
+    import copy
+
+    from .deploy import test_pipeline
+    cfg = copy.deepcopy(cfg)
+    for transform in test_pipeline(cfg):
+        if transform['type'] in ('Resize', 'RandomResize'):
+            transform['scale'] = (size[1], size[0])
+    pipeline = test_pipeline(cfg)
+    if not any(t['type'] in ('Resize', 'RandomResize') for t in pipeline):
+        pipeline.insert(1, dict(type='Resize', scale=(size[1], size[0]), keep_ratio=False))
+    cfg.test_dataloader.dataset.pipeline = pipeline
+    return cfg
+
+
+def session_latency_ms(session, size, warmup: int, iters: int) -> float:
+    x = np.random.RandomState(0).randn(1, 3, *size).astype(np.float32)
+    return median_latency_ms(lambda a: session.run(None, {'images': a}), x, 'cpu', warmup, iters)
+
+
+def deployment_rows(variants: Dict, warmup: int = 10, iters: int = 50) -> List[Dict]:
+    """Median latency (ms) at batch 1 of each variant of backbone and whole model; ratios to
+    ONNX Runtime FP32."""
+    size = variants['spec']['input_size']
+    rows = []
+    for part in ('backbone', 'whole'):
+        times = {name: session_latency_ms(s, size, warmup, iters) for name, s in variants[part].items()}
+        for name, ms in times.items():
+            rows.append(dict(part=part, variant=name, size=list(size), latency_ms=ms,
+                             vs_onnxruntime_fp32=ms / times['ONNX Runtime FP32']))
+    return rows
+
+
+def mean_iou(pairs, num_classes: int, ignore_index: int = 255) -> float:
+    """mmseg's mIoU (in %) over (predicted, truth) label maps: per-class intersection and union
+    summed over all images, then averaged over the classes that occur."""
+    intersection, union = np.zeros(num_classes), np.zeros(num_classes)
+    for predicted, truth in pairs:
+        valid = truth != ignore_index
+        for label in range(num_classes):
+            in_truth, in_prediction = (truth == label) & valid, (predicted == label) & valid
+            intersection[label] += (in_truth & in_prediction).sum()
+            union[label] += (in_truth | in_prediction).sum()
+    return float(np.nanmean(np.where(union > 0, intersection / np.maximum(union, 1), np.nan)) * 100)

@@ -4,28 +4,24 @@ import os.path as osp
 
 import pytest
 import torch
+from mmengine.config import Config
 
 import ghost_backbones  # noqa: F401
+from ghost_backbones.apps.deploy import build_from_config
+from helpers import CONFIGS
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'ghostnet', '*.py')))
-SYNTHETIC = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', 'synthetic', '*.py'))
-                   if not osp.basename(p).startswith('_'))
+REAL = sorted(glob.glob(osp.join(CONFIGS, 'ghostnet', '*.py')))
+# the side-by-side references: mmdet's own detectors on our synthetic data and schedule
+REFERENCE_BACKBONES = {'ssdlite_mobilenetv2_synthetic-160.py': 'MobileNetV2', 'rtmdet_tiny_synthetic-160.py': 'CSPNeXt',
+                       'yolox_tiny_synthetic-160.py': 'CSPDarknet'}
+SYNTHETIC = sorted(p for p in glob.glob(osp.join(CONFIGS, 'synthetic', '*.py')) if not osp.basename(p).startswith('_'))
 
 
 def build(path):
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope, init_default_scope
+    """The config and its model (segmenters pad to 128x128 here, the size of the test batch)."""
     cfg = Config.fromfile(path)
-    init_default_scope(cfg.default_scope)
-    registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        if cfg.default_scope == 'mmseg':
-            cfg.model.data_preprocessor.size = (128, 128)
-            from ghost_backbones.runtime import replace_sync_bn
-            replace_sync_bn(cfg.model)  # single process on CPU, as mmengine's Runner does
-        model = registry.build(cfg.model)
-    return cfg, model
+    options = {'model.data_preprocessor.size': (128, 128)} if cfg.default_scope == 'mmseg' else None
+    return cfg, build_from_config(path, cfg_options=options)
 
 
 def detection_batch(size, num_classes):
@@ -61,7 +57,17 @@ def segmentation_batch(size, num_classes):
     return dict(inputs=inputs, data_samples=samples)
 
 
+def classification_batch(size, num_classes):
+    from mmpretrain.structures import DataSample
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.randint(0, 255, (3, size, size), generator=gen, dtype=torch.uint8) for _ in range(2)]
+    samples = [DataSample().set_gt_label(label) for label in (0, num_classes - 1)]
+    return dict(inputs=inputs, data_samples=samples)
+
+
 def check_loss_and_predict(cfg, model, data):
+    from mmengine.logging import MessageHub
+    MessageHub.get_current_instance().update_info('iter', 0)  # as a Runner does (YOLOX's batch resize reads it)
     model.train()
     batch = model.data_preprocessor(data, training=True)
     losses = model(**batch, mode='loss')
@@ -77,22 +83,25 @@ def check_loss_and_predict(cfg, model, data):
     return results
 
 
-@pytest.mark.parametrize('path', CONFIGS + SYNTHETIC, ids=osp.basename)
+@pytest.mark.parametrize('path', REAL + SYNTHETIC, ids=osp.basename)
 def test_config_builds_trains_and_predicts(path):
     cfg, model = build(path)
-    reference = 'mobilenetv2' in osp.basename(path)  # mmdet's own backbone, for comparison
-    assert type(model.backbone).__name__ == ('MobileNetV2' if reference else 'GhostNet')
+    assert type(model.backbone).__name__ == REFERENCE_BACKBONES.get(osp.basename(path), 'GhostNet')
     assert 'ghost_backbones' in cfg.custom_imports['imports']
     if cfg.default_scope == 'mmdet':
         size = 300 if 'ssd300' in path else 160 if 'synthetic' in path else 256
         results = check_loss_and_predict(cfg, model, detection_batch(size, model.bbox_head.num_classes))
         assert results[0].pred_instances.bboxes.shape[1] == 4
-    else:
+    elif cfg.default_scope == 'mmseg':
         results = check_loss_and_predict(cfg, model, segmentation_batch(128, model.decode_head.num_classes))
         assert results[0].pred_sem_seg.data.shape[-2:] == (128, 128)
+    else:
+        num_classes = model.head.num_classes
+        results = check_loss_and_predict(cfg, model, classification_batch(64, num_classes))
+        assert results[0].pred_score.shape == (num_classes,)
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+@pytest.mark.parametrize('path', REAL, ids=osp.basename)
 def test_backbone_channels_match_the_neck(path):
     """The channels the backbone returns are those its neck / head are configured for."""
     cfg, model = build(path)
@@ -100,6 +109,8 @@ def test_backbone_channels_match_the_neck(path):
     neck = cfg.model.get('neck')
     if neck is not None and neck.type == 'YOLOV3Neck':
         assert list(neck.in_channels) == channels[::-1]
+    elif cfg.default_scope == 'mmpretrain':
+        assert cfg.model.head.in_channels == channels[-1]
     elif neck is not None:
         assert list(neck.in_channels) == channels
     else:
@@ -109,5 +120,5 @@ def test_backbone_channels_match_the_neck(path):
 
 
 def test_dilated_config_keeps_stride_8():
-    cfg, model = build(osp.join(ROOT, 'configs', 'ghostnet', 'deeplabv3_ghostnet-1.0x-d8_4xb4-20k_voc12aug-512x512.py'))
+    cfg, model = build(osp.join(CONFIGS, 'ghostnet', 'deeplabv3_ghostnet-1.0x-d8_4xb4-20k_voc12aug-512x512.py'))
     assert model.backbone.out_strides == [8, 8]

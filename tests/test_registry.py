@@ -1,5 +1,4 @@
 """GhostNet builds from config dicts in every scope an OpenMMLab user writes."""
-import os.path as osp
 import subprocess
 import sys
 
@@ -8,8 +7,9 @@ import pytest
 import ghost_backbones
 from ghost_backbones import GhostNet
 
-CONFIG = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
-                  'configs', 'ghostnet', 'ssdlite_ghostnet-1.0x_8xb24-600e_coco-320.py')
+from helpers import CONFIGS
+
+CONFIG = f'{CONFIGS}/ghostnet/ssdlite_ghostnet-1.0x_8xb24-600e_coco-320.py'
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])

@@ -107,15 +107,15 @@ def local_checkpoint(checkpoint: Optional[str]) -> bool:
     """Whether mmengine reads ``checkpoint`` as a local file (not https://, s3://, open-mmlab://, ...)."""
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from .checkpoint_sources import load_from_local
+    from ..checkpoint_sources import load_from_local
     return bool(checkpoint) and CheckpointLoader._get_checkpoint_loader(checkpoint) is load_from_local
 
 
 def check_inputs(cfg: Config, sample: Optional[int] = None) -> None:
     """Fail before the Runner writes anything: unreadable local checkpoints named by path (URLs
     are read by the Runner, as data), datasets with missing files or bad labels (see
-    :mod:`ghost_backbones.datasets.checks`)."""
-    from .checkpoint import load_checkpoint_file
+    :mod:`ghost_backbones.apps.datasets.checks`)."""
+    from ..checkpoint import load_checkpoint_file
     from .datasets.checks import check_config_datasets
     checkpoint = cfg.get('load_from')
     if cfg.get('resume') and not checkpoint and osp.isfile(osp.join(cfg.work_dir, 'last_checkpoint')):
@@ -178,6 +178,19 @@ def format_metrics(metrics: Dict, scope: str) -> str:
     header = ' | '.join(f'{label:>6}' for label, _ in rows)
     values = ' | '.join(f'{float(value):6.3f}' if value is not None else '   n/a' for _, value in rows)
     return f'{header}\n{values}'
+
+
+def parse_tool_args(parser, argv=None):
+    """The arguments every tool shares (mmdet's and mmseg's): ``--cfg-options``, ``--launcher``
+    and torchrun's ``--local-rank``; parsed, with LOCAL_RANK set for mmengine."""
+    from mmengine.config import DictAction
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value (e.g. train_cfg.max_epochs=3)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    set_local_rank_env(args.local_rank)
+    return args
 
 
 def set_local_rank_env(local_rank: int) -> None:

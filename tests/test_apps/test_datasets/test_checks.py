@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ghost_backbones.datasets import make_synthetic
-from ghost_backbones.datasets.checks import DatasetError, check_coco, check_config_datasets, check_segmentation
+from ghost_backbones.apps.datasets import make_synthetic
+from ghost_backbones.apps.datasets.checks import DatasetError, check_coco, check_config_datasets, check_segmentation
 from helpers import DET_CONFIG, SEG_CONFIG, det_cfg, seg_cfg
 
 

@@ -4,13 +4,15 @@ from typing import Dict, List, Sequence
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
 
-from .models import GhostNet
+from ..models import GhostNet
 
 
-def count_gflops(model: torch.nn.Module, size: int) -> float:
-    """mmengine's FLOP count (multiply-adds) of ``model`` on one size x size image, in G."""
+def count_gflops(model: torch.nn.Module, size) -> float:
+    """mmengine's FLOP count (multiply-adds) of ``model`` on one image of ``size`` (an int for a
+    square, or (height, width)), in G."""
+    height, width = (size, size) if isinstance(size, int) else size
     with torch.no_grad():
-        analyzer = FlopAnalyzer(model, torch.zeros(1, 3, size, size))
+        analyzer = FlopAnalyzer(model, torch.zeros(1, 3, height, width))
         analyzer.unsupported_ops_warnings(False)
         analyzer.uncalled_modules_warnings(False)
         return analyzer.total() / 1e9
@@ -29,9 +31,10 @@ def model_info(arch: str, widen_factor: float, sizes: Sequence[int] = (224, 320)
     return info
 
 
-def config_info(config: str, size: int) -> Dict:
-    """Params (M) and FLOPs (G) of a whole detector / segmenter from its config, at size x size
-    (up to the raw head outputs: box decoding and NMS are not counted)."""
+def config_info(config: str, size) -> Dict:
+    """Params (M) and FLOPs (G) of a whole detector / segmenter / classifier from its config, on
+    one image of ``size`` (int or (height, width); up to the raw head outputs: box decoding and
+    NMS are not counted)."""
     from .deploy import build_from_config, wrap_for_export
     model = wrap_for_export(build_from_config(config))
     return dict(config=config, size=size, params_m=parameter_count(model)[''] / 1e6,

@@ -1,5 +1,4 @@
 """Deploy mode and ONNX: onnxruntime gives PyTorch's numbers (atol 1e-4), with a dynamic batch."""
-import os.path as osp
 import subprocess
 import sys
 
@@ -7,27 +6,15 @@ import pytest
 import torch
 
 from ghost_backbones import GhostNet
-from ghost_backbones.deploy import (build_from_config, compare_with_onnxruntime, deploy_backbone, export_onnx,
+from ghost_backbones.apps.deploy import (build_from_config, compare_with_onnxruntime, deploy_backbone, export_onnx,
                                     wrap_for_export)
 
-pytest.importorskip('onnxruntime')
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def calibrated(model, size=96):
-    """BN statistics from data, so that outputs are O(1) and atol 1e-4 is meaningful."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(5)))
-    return model.eval()
+from helpers import CONFIGS, calibrate_bn, tool
 
 
 @pytest.mark.parametrize('arch', ['v1', 'v2', 'v3'])
 def test_backbone_onnx_matches_eager_training_structure(arch, tmp_path):
-    model = calibrated(GhostNet(arch=arch, widen_factor=0.5))
+    model = calibrate_bn(GhostNet(arch=arch, widen_factor=0.5), size=96)
     images = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         eager = model(images)
@@ -45,8 +32,8 @@ def test_backbone_onnx_matches_eager_training_structure(arch, tmp_path):
 
 @pytest.mark.parametrize('config', ['ssdlite_ghostnet-1.0x_synthetic-160.py', 'fpn_ghostnet-1.0x_synthetic-160.py'])
 def test_whole_model_onnx(config, tmp_path):
-    model = build_from_config(osp.join(ROOT, 'configs', 'synthetic', config))
-    calibrated(model.backbone, 160)
+    model = build_from_config(f'{CONFIGS}/synthetic/{config}')
+    calibrate_bn(model.backbone, 160)
     module = wrap_for_export(deploy_backbone(model))
     path = str(tmp_path / 'model.onnx')
     export_onnx(module, torch.randn(1, 3, 160, 160), path)
@@ -56,7 +43,7 @@ def test_whole_model_onnx(config, tmp_path):
 
 def test_export_tool(tmp_path):
     out = tmp_path / 'v2.onnx'
-    result = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'deploy', 'export_onnx.py'), '--arch', 'v2',
+    result = subprocess.run([sys.executable, tool('deploy', 'export_onnx.py'), '--arch', 'v2',
                              '--widen-factor', '0.5', '--size', '64', '--out', str(out)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ghost_backbones.datasets import make_synthetic
-from ghost_backbones.datasets.checks import DatasetError, check_config_datasets
+from ghost_backbones.apps.datasets import make_synthetic
+from ghost_backbones.apps.datasets.checks import DatasetError, check_config_datasets
 from helpers import data_options, det_cfg, parse_options, seg_cfg
 
 pytestmark = pytest.mark.slow
@@ -241,7 +241,7 @@ def pointed_at(cfg, fmt, root):
 
 def build_model(cfg):
     from mmengine.registry import DefaultScope, init_default_scope
-    from ghost_backbones.runtime import replace_sync_bn
+    from ghost_backbones.apps.runtime import replace_sync_bn
     init_default_scope(cfg.default_scope)
     registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
     replace_sync_bn(cfg.model)

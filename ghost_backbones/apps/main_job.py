@@ -7,7 +7,9 @@
 4. draws the loss curves and a grid of val images with predicted boxes and masks;
 5. writes ``summary.md`` and prints it with the output folder.
 
-Training and testing run as the command-line tools a user would run, in subprocesses.
+Training and testing run as the command-line tools a user would run (``tools/train.py`` is
+``python -m ghost_backbones.apps.train_tool``), in subprocesses, on the configs that ship with
+the package: the main job works from a checkout and from an installed wheel alike.
 """
 import json
 import os
@@ -18,11 +20,11 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from .configs import config_file
 from .runtime import last_checkpoint
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DET_CONFIG = osp.join(ROOT, 'configs', 'synthetic', 'ssdlite_ghostnet-1.0x_synthetic-160.py')
-SEG_CONFIG = osp.join(ROOT, 'configs', 'synthetic', 'fpn_ghostnet-1.0x_synthetic-160.py')
+DET_CONFIG = config_file('synthetic/ssdlite_ghostnet-1.0x_synthetic-160.py')
+SEG_CONFIG = config_file('synthetic/fpn_ghostnet-1.0x_synthetic-160.py')
 
 
 def data_options(scope: str, data_root: str) -> List[str]:
@@ -48,15 +50,17 @@ def seg_schedule_options(iters: int) -> List[str]:
             f'param_scheduler.0.end={iters}', f'default_hooks.checkpoint.interval={iters}']
 
 
-def run_tool(tool: str, args: Sequence[str], log_file: str, python: str = sys.executable,
-             env: Optional[dict] = None) -> str:
-    """Run ``tools/<tool>`` (or the script at an absolute path) with its output shown and kept
-    in ``log_file``; fail loudly."""
-    command = [python, osp.join(ROOT, 'tools', tool), *args]
+def tool_command(name: str, python: str = sys.executable) -> List[str]:
+    """The command of one of this package's tools: 'train' -> python -m ghost_backbones.apps.train_tool."""
+    return [python, '-m', f'ghost_backbones.apps.{name}_tool']
+
+
+def run_command(command: Sequence[str], log_file: str, env: Optional[dict] = None) -> str:
+    """Run a command with its output shown and kept in ``log_file``; fail loudly."""
     os.makedirs(osp.dirname(osp.abspath(log_file)), exist_ok=True)
     lines = []
     with open(log_file, 'w') as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        process = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    env=env)
         for line in process.stdout:
             sys.stdout.write(line)
@@ -75,10 +79,11 @@ def run_tool(tool: str, args: Sequence[str], log_file: str, python: str = sys.ex
 def train_and_test(config: str, work_dir: str, options: Sequence[str], python: str = sys.executable) -> Dict:
     """tools/train.py then tools/test.py on the last checkpoint; metrics and test log."""
     overrides = ['--cfg-options', *options] if options else []
-    run_tool('train.py', [config, '--work-dir', work_dir, *overrides], osp.join(work_dir, 'train.log'), python)
+    run_command(tool_command('train', python) + [config, '--work-dir', work_dir, *overrides],
+                osp.join(work_dir, 'train.log'))
     checkpoint = last_checkpoint(work_dir)
-    test_log = run_tool('test.py', [config, checkpoint, '--work-dir', work_dir, *overrides],
-                        osp.join(work_dir, 'test.log'), python)
+    test_log = run_command(tool_command('test', python) + [config, checkpoint, '--work-dir', work_dir, *overrides],
+                           osp.join(work_dir, 'test.log'))
     with open(osp.join(work_dir, 'test_metrics.json')) as f:
         metrics = json.load(f)
     return dict(metrics=metrics, checkpoint=checkpoint, log=test_log)

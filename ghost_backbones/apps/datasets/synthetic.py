@@ -12,6 +12,9 @@ ones. The same scenes are written as
   1..3 the classes, 255 the one-pixel object outlines, ignored as in VOC) and
   ``ImageSets/Segmentation/{train,val}.txt``, for mmseg's segmentation datasets.
 
+* ``<out>/cls/{train,val}/<class>/``: JPEG crops of each visible shape (its box with a margin,
+  resized to a square), for mmpretrain's ``CustomDataset`` (:func:`make_synthetic_classification`).
+
 The scene of image ``i`` depends only on ``(seed, split, i)``, so any count reproduces the same
 first images.
 """
@@ -172,3 +175,36 @@ def make_synthetic(out_dir: str, num_train: int = 200, num_val: int = 50, image_
         counts[split] = count
     return counts
 
+
+
+def crop_box(box, margin: float, size: int):
+    """A square around the (x, y, w, h) box, grown by ``margin`` and kept inside the image."""
+    x, y, w, h = box
+    side = min(size, max(w, h) * (1 + 2 * margin))
+    cx, cy = x + w / 2, y + h / 2
+    left = int(round(min(max(cx - side / 2, 0), size - side)))
+    top = int(round(min(max(cy - side / 2, 0), size - side)))
+    return left, top, left + int(round(side)), top + int(round(side))
+
+
+def make_synthetic_classification(out_dir: str, num_train: int = 200, num_val: int = 50, image_size: int = 160,
+                                  crop_size: int = 64, seed: int = 0, margin: float = 0.15) -> Dict[str, int]:
+    """Write ``<out_dir>/cls/{train,val}/<class>/*.jpg``: one crop per visible shape of the same
+    scenes as :func:`make_synthetic`; returns the crop counts."""
+    counts = {}
+    for split_index, (split, count) in enumerate((('train', num_train), ('val', num_val))):
+        for name in CLASSES:
+            os.makedirs(osp.join(out_dir, 'cls', split, name), exist_ok=True)
+        crops = 0
+        for index in range(count):
+            rng = np.random.RandomState([seed, split_index, index])
+            image, instance_map, classes, full_areas = draw_scene(
+                rng, image_size, image_size * 0.08, image_size * 0.25, 4)
+            for k, ann in enumerate(scene_annotations(instance_map, classes, full_areas)):
+                crop = Image.fromarray(image).crop(crop_box(ann['bbox'], margin, image_size))
+                crop = crop.resize((crop_size, crop_size), Image.BILINEAR)
+                crop.save(osp.join(out_dir, 'cls', split, CLASSES[ann['category_id'] - 1],
+                                   f'{split}_{index:06d}_{k}.jpg'), quality=95)
+                crops += 1
+        counts[split] = crops
+    return counts

@@ -1,0 +1,218 @@
+"""Deployment: the backbone in deploy mode, whole detectors / segmenters, to ONNX, checked
+against PyTorch with onnxruntime; end-to-end models (post-processing in the graph) with their
+preprocessing in the ONNX metadata, for tools/deploy/onnx_infer.py.
+
+Exports use torch's TorchScript-based ONNX exporter (``dynamo=False``: the dynamo exporter
+needs onnxscript) with a dynamic batch axis.
+"""
+import json
+import os
+import os.path as osp
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..models import GhostNet
+
+
+class DetectorRawOutputs(nn.Module):
+    """A single-stage detector up to its raw head outputs: per level, class scores then boxes.
+
+    Box decoding and NMS stay outside the graph (mmdet's ``predict_by_feat`` on the outputs),
+    the usual split for SSD / YOLO heads whose post-processing ONNX cannot express portably.
+    """
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        head_outputs = self.detector.bbox_head(self.detector.extract_feat(images))
+        return tuple(t for level_outputs in head_outputs for t in level_outputs)
+
+
+class SegmentorLogits(nn.Module):
+    """An encoder-decoder segmenter to per-pixel class logits at the input resolution."""
+
+    def __init__(self, segmentor: nn.Module):
+        super().__init__()
+        self.segmentor = segmentor
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.segmentor.decode_head(self.segmentor.extract_feat(images))
+        return nn.functional.interpolate(logits, size=images.shape[-2:], mode='bilinear',
+                                         align_corners=self.segmentor.align_corners)
+
+
+class ClassifierLogits(nn.Module):
+    """An image classifier (mmpretrain) to its class logits."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(images, mode='tensor')
+
+
+def deploy_backbone(model: nn.Module) -> nn.Module:
+    """Switch every GhostNet inside ``model`` to deploy mode (BN folded, v3 re-parameterised)."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, GhostNet):
+            module.switch_to_deploy()
+    return model
+
+
+def export_onnx(module: nn.Module, example: torch.Tensor, path: str, output_names: Sequence[str] = None,
+                opset: int = 17) -> List[str]:
+    """Export with a dynamic batch axis; returns the output names."""
+    module.eval()
+    with torch.no_grad():
+        outputs = module(example)
+    count = len(outputs) if isinstance(outputs, (tuple, list)) else 1
+    output_names = list(output_names or [f'output_{i}' for i in range(count)])
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    dynamic_axes = {name: {0: 'batch'} for name in ['images'] + output_names}
+    torch.onnx.export(module, (example,), path, input_names=['images'], output_names=output_names,
+                      dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False, do_constant_folding=True)
+    return output_names
+
+
+def onnxruntime_session(path: str, threads: int = 0):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+
+
+def compare_with_onnxruntime(module: nn.Module, path: str, images: torch.Tensor) -> float:
+    """Largest difference between PyTorch and onnxruntime outputs on ``images``, in units of
+    each output's scale (its largest magnitude, at least 1): float32 rounding grows with the
+    magnitude of deep features, so this is the absolute difference for features of size 1."""
+    with torch.no_grad():
+        expected = module.eval()(images)
+    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+    got = onnxruntime_session(path).run(None, {'images': images.numpy()})
+    if len(got) != len(expected):
+        raise AssertionError(f'{path}: {len(got)} ONNX outputs, {len(expected)} PyTorch outputs')
+    diffs = []
+    for g, e in zip(got, expected):
+        if g.shape != tuple(e.shape):
+            raise AssertionError(f'{path}: ONNX output shape {g.shape} != PyTorch {tuple(e.shape)}')
+        scale = max(1.0, float(e.abs().max()))
+        diffs.append(float(np.abs(g - e.numpy()).max()) / scale)
+    return max(diffs)
+
+
+def build_from_config(config: str, checkpoint: str = None, cfg_options: dict = None) -> nn.Module:
+    """A detector / segmenter / classifier from a config (and optionally its trained weights), on
+    CPU, SyncBN as BN; without a checkpoint the weights are the model's initialisation (enough for
+    shapes, export, FLOPs). ``cfg_options``: as ``--cfg-options``."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope, init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    from .runtime import replace_sync_bn
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.default_scope)
+    replace_sync_bn(cfg.model)
+    registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = registry.build(cfg.model)
+    if checkpoint:
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    return model.eval()
+
+
+def wrap_for_export(model: nn.Module) -> nn.Module:
+    if isinstance(model, GhostNet):
+        return model
+    if hasattr(model, 'bbox_head'):
+        return DetectorRawOutputs(model)
+    if hasattr(model, 'decode_head'):
+        return SegmentorLogits(model)
+    if hasattr(model, 'head') and hasattr(model, 'backbone'):
+        return ClassifierLogits(model)
+    raise ValueError(f'cannot export {type(model).__name__}: not a GhostNet, detector, segmenter or classifier')
+
+
+# ---------------------------------------------------------------------------- end-to-end models
+
+METADATA_KEY = 'ghost_backbones'
+
+
+def test_pipeline(cfg) -> list:
+    dataset = cfg.test_dataloader.dataset
+    return list(dataset.get('pipeline') or dataset.get('dataset', {}).get('pipeline', []))
+
+
+def dataset_metainfo(cfg) -> dict:
+    """Class names and palette of the config's test dataset (its metainfo, else its class's)."""
+    from mmengine.registry import DATASETS
+    dataset = cfg.test_dataloader.dataset
+    metainfo = dict(dataset.get('metainfo') or {})
+    if 'classes' not in metainfo or 'palette' not in metainfo:
+        registry = __import__(f'{cfg.default_scope}.registry', fromlist=['DATASETS']).DATASETS
+        __import__(f'{cfg.default_scope}.datasets')
+        defaults = dict(getattr(registry.get(dataset.type) or DATASETS.get(dataset.type), 'METAINFO', {}))
+        metainfo = dict(defaults, **metainfo)
+    classes = list(metainfo['classes'])
+    palette = [list(map(int, c)) for c in metainfo.get('palette') or []]
+    if len(palette) < len(classes):
+        rng = np.random.RandomState(0)
+        palette += rng.randint(0, 256, size=(len(classes) - len(palette), 3)).tolist()
+    return dict(classes=classes, palette=palette)
+
+
+def preprocessing_spec(cfg, size=None) -> dict:
+    """What the standalone runner needs to feed the network as mmdet / mmseg do: input size
+    (height, width) and resize mode ('exact', or 'fit' keeping the aspect ratio, then padding),
+    mean / std and channel order of the data preprocessor, and the class names and palette."""
+    resize = next((t for t in test_pipeline(cfg) if t['type'] in ('Resize', 'RandomResize')), None)
+    preprocessor = cfg.model.data_preprocessor
+    if size is not None:
+        input_size = (size, size) if isinstance(size, int) else tuple(size)
+    elif resize is not None:
+        input_size = (resize['scale'][1], resize['scale'][0])  # mmcv scales are (width, height)
+    elif preprocessor.get('size'):
+        input_size = tuple(preprocessor['size'])
+    else:
+        raise ValueError('the test pipeline has no Resize and the data preprocessor no size: give --size')
+    rgb = preprocessor.get('bgr_to_rgb', preprocessor.get('to_rgb', False))
+    return dict(task='detection' if cfg.default_scope == 'mmdet' else 'segmentation',
+                input_size=list(map(int, input_size)),
+                resize='fit' if resize is not None and resize.get('keep_ratio', False) else 'exact',
+                mean=list(map(float, preprocessor.get('mean', [0, 0, 0]))),
+                std=list(map(float, preprocessor.get('std', [1, 1, 1]))),
+                channel_order='rgb' if rgb else 'bgr',
+                pad_value=float(preprocessor.get('pad_value', preprocessor.get('pad_val', 0))),
+                **dataset_metainfo(cfg))
+
+
+def write_metadata(path: str, spec: dict) -> None:
+    import onnx
+    model = onnx.load(path)
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(spec)})
+    onnx.save(model, path)
+
+
+def export_end2end(config: str, checkpoint: Optional[str], out: str, size=None, opset: int = 17):
+    """An end-to-end ONNX model (see :mod:`ghost_backbones.apps.end2end`) with its preprocessing
+    in the metadata; returns the PyTorch module it was traced from, and the spec."""
+    from mmengine.config import Config
+
+    from .end2end import end2end
+    cfg = Config.fromfile(config)
+    spec = preprocessing_spec(cfg, size)
+    module = end2end(deploy_backbone(build_from_config(config, checkpoint))).eval()
+    names = ['boxes', 'scores', 'labels'] if spec['task'] == 'detection' else ['labels']
+    export_onnx(module, torch.zeros(1, 3, *spec['input_size']), out, names, opset)
+    write_metadata(out, spec)
+    return module, spec

@@ -1,0 +1,75 @@
+"""The benchmark tool runs and prints what it promises (no speed assertions: speed goes in the
+benchmark's own ratios, measured in one run)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ghost_backbones.apps.benchmark import add_ratios
+from helpers import tool
+
+
+def test_benchmark_quick_mode_prints_every_row(tmp_path):
+    json_path = tmp_path / 'bench.json'
+    out = subprocess.run([sys.executable, tool('analysis', 'benchmark.py'), '--quick', '--size', '64',
+                          '--json', str(json_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(json_path.read_text())
+    assert {r['arch'] for r in rows} == {'v1', 'v2', 'v3'} and {r['batch'] for r in rows} == {1, 2}
+    assert len(rows) == 3 * 6 * 2
+    for arch in ('v1', 'v2', 'v3'):
+        for batch in (1, 2):
+            group = {r['model']: r for r in rows if r['arch'] == arch and r['batch'] == batch}
+            assert {'ours (training structure)', 'ours (deploy)', 'mmdet MobileNetV2 1.0x (eager)',
+                    'ours (deploy, onnxruntime)'} <= set(group)
+            timm_row = next(r for name, r in group.items() if name.startswith('timm'))
+            for row in group.values():
+                assert row['latency_ms'] > 0 and row['img_per_s'] == pytest.approx(batch * 1000 / row['latency_ms'])
+                assert row['vs_timm'] == pytest.approx(row['latency_ms'] / timm_row['latency_ms'])
+    assert '| v3 | ours (deploy) | 1 |' in out.stdout
+
+
+def test_ratios_are_taken_within_each_arch_and_batch():
+    rows = [dict(arch='v1', batch=1, model='timm ghostnet (eager)', latency_ms=10.0),
+            dict(arch='v1', batch=1, model='mmdet MobileNetV2 1.0x (eager)', latency_ms=20.0),
+            dict(arch='v1', batch=1, model='ours (deploy)', latency_ms=5.0),
+            dict(arch='v1', batch=8, model='timm ghostnet (eager)', latency_ms=40.0),
+            dict(arch='v1', batch=8, model='mmdet MobileNetV2 1.0x (eager)', latency_ms=80.0),
+            dict(arch='v1', batch=8, model='ours (deploy)', latency_ms=60.0)]
+    add_ratios(rows)
+    assert [r['vs_timm'] for r in rows] == [1.0, 2.0, 0.5, 1.0, 2.0, 1.5]
+    assert [r['vs_mobilenetv2'] for r in rows] == [0.5, 1.0, 0.25, 0.5, 1.0, 0.75]
+
+
+def test_benchmark_detector_training_throughput_runs_on_cpu():
+    """The --train-detectors mode (meant for a GPU) runs its training steps on any device."""
+    out = subprocess.run([sys.executable, tool('analysis', 'benchmark.py'), '--train-detectors', '--iters', '2',
+                          '--warmup', '1', '--batches', '2', '--size', '160', '--no-channels-last'],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stdout.splitlines() if 'img/s' in line]
+    assert len(lines) == 2 and lines[0].startswith('SSDLite-GhostNet') and 'ratio GhostNet / MobileNetV2' in out.stdout
+
+
+def test_deploy_mode_times_and_scores_every_variant(tmp_path):
+    """--deploy (meant for a trained checkpoint) on an untrained SSDLite at a tiny size: every
+    variant is timed, the whole-model ones are scored, ratios are against ONNX Runtime FP32."""
+    from ghost_backbones.apps.datasets import make_synthetic
+    from helpers import DET_CONFIG
+    make_synthetic(str(tmp_path / 'data'), num_train=4, num_val=2, image_size=160, seed=3)
+    json_path = tmp_path / 'deploy.json'
+    out = subprocess.run([sys.executable, tool('analysis', 'benchmark.py'), '--deploy', '--config', DET_CONFIG,
+                          '--data', str(tmp_path / 'data'), '--size', '96', '--warmup', '1', '--iters', '2',
+                          '--calib-images', '2', '--json', str(json_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads(json_path.read_text())
+    variants = ['PyTorch eager FP32', 'PyTorch deploy FP32', 'ONNX Runtime FP32', 'ONNX Runtime INT8']
+    assert [(r['part'], r['variant']) for r in rows] == [(p, v) for p in ('backbone', 'whole') for v in variants]
+    for part in ('backbone', 'whole'):
+        group = {r['variant']: r for r in rows if r['part'] == part}
+        for row in group.values():
+            assert row['size'] == [96, 96] and row['latency_ms'] > 0
+            assert row['vs_onnxruntime_fp32'] == pytest.approx(row['latency_ms'] / group['ONNX Runtime FP32']['latency_ms'])
+    assert all(0 <= r['box AP'] <= 1 for r in rows if r['part'] == 'whole')
+    assert '| whole | ONNX Runtime INT8 |' in out.stdout
