@@ -76,12 +76,8 @@ def run_tool(script: str, args, log_file: str, env=None) -> str:
 
 def parse_options(options) -> dict:
     """``key=value`` strings as mmengine's ``--cfg-options`` parses them."""
-    from mmengine.config import DictAction
-    parsed = {}
-    for option in options:
-        key, value = option.split('=', 1)
-        parsed[key] = DictAction._parse_iterable(value)
-    return parsed
+    from ghost_backbones.apps.runtime import parse_cfg_options
+    return parse_cfg_options(options)
 
 
 def det_cfg(data_root: str, *extra):

@@ -187,8 +187,11 @@ def detector_train_throughput(config: str, device: str = 'cpu', batch: int = 8, 
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
 
+    from mmengine.logging import MessageHub
+
     from .deploy import build_from_config
     prepare_device(device, threads)
+    MessageHub.get_current_instance().update_info('iter', 0)  # as a Runner does (YOLOX's batch resize reads it)
     model = build_from_config(config).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -250,10 +253,11 @@ class TorchSession:
 
 
 def deployment_variants(config: str, checkpoint: str, work_dir: str, size=None, threads: int = 2,
-                        calib_images: int = 32) -> Dict[str, Dict[str, object]]:
+                        calib_images: int = 32, cfg_options: Optional[dict] = None) -> Dict[str, Dict[str, object]]:
     """For the backbone and the whole model (end to end): PyTorch eager FP32, PyTorch deploy
     FP32, ONNX Runtime FP32 and ONNX Runtime INT8, each with a ``run`` method; the whole model's
-    input size is ``size`` (default: the config's) and its preprocessing spec comes along."""
+    input size is ``size`` (default: the config's) and its preprocessing spec comes along.
+    ``cfg_options`` (as ``--cfg-options``) point the INT8 calibration at the data."""
     import copy
 
     from mmengine.config import Config
@@ -262,6 +266,8 @@ def deployment_variants(config: str, checkpoint: str, work_dir: str, size=None, 
     from .end2end import end2end
     from .quantize import calibration_inputs, quantize_int8
     cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     spec = preprocessing_spec(cfg, size)
     height, width = spec['input_size']
     model = build_whole(config, checkpoint)

@@ -180,6 +180,16 @@ def format_metrics(metrics: Dict, scope: str) -> str:
     return f'{header}\n{values}'
 
 
+def parse_cfg_options(options) -> dict:
+    """``key=value`` strings as mmengine's ``--cfg-options`` parses them."""
+    from mmengine.config import DictAction
+    parsed = {}
+    for option in options:
+        key, value = option.split('=', 1)
+        parsed[key] = DictAction._parse_iterable(value)
+    return parsed
+
+
 def parse_tool_args(parser, argv=None):
     """The arguments every tool shares (mmdet's and mmseg's): ``--cfg-options``, ``--launcher``
     and torchrun's ``--local-rank``; parsed, with LOCAL_RANK set for mmengine."""

@@ -49,7 +49,7 @@ def test_benchmark_detector_training_throughput_runs_on_cpu():
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [line for line in out.stdout.splitlines() if 'img/s' in line]
-    assert len(lines) == 2 and lines[0].startswith('SSDLite-GhostNet') and 'ratio GhostNet / MobileNetV2' in out.stdout
+    assert len(lines) == 2 and lines[0].startswith('SSDLite-GhostNet') and 'ratio SSDLite-GhostNet 1.0x / ' in out.stdout
 
 
 def test_deploy_mode_times_and_scores_every_variant(tmp_path):

@@ -56,11 +56,18 @@ def score(session, spec, data_root, runner) -> float:
 
 
 def deployment(args) -> list:
+    from mmengine.config import Config
+
+    from ghost_backbones.apps.main_job import data_options
+    from ghost_backbones.apps.runtime import parse_cfg_options
     runner = load_runner()
+    options = parse_cfg_options(data_options(Config.fromfile(args.config).default_scope, args.data))
     with tempfile.TemporaryDirectory() as work_dir:
-        timed = deployment_variants(args.config, args.checkpoint, work_dir, args.size, args.threads, args.calib_images)
+        timed = deployment_variants(args.config, args.checkpoint, work_dir, args.size, args.threads, args.calib_images,
+                                    options)
         rows = deployment_rows(timed, args.warmup, args.iters)
-        scored = deployment_variants(args.config, args.checkpoint, work_dir, None, args.threads, args.calib_images)
+        scored = deployment_variants(args.config, args.checkpoint, work_dir, None, args.threads, args.calib_images,
+                                     options)
         metric = 'box AP' if scored['spec']['task'] == 'detection' else 'mIoU'
         accuracy = {name: score(session, scored['spec'], args.data, runner) for name, session in scored['whole'].items()}
     print(f"| part | variant | median ms ({rows[0]['size'][0]}x{rows[0]['size'][1]}, batch 1) | / ONNX Runtime FP32 | "
@@ -91,6 +98,9 @@ def main():
     parser.add_argument('--no-onnx', action='store_true')
     parser.add_argument('--quick', action='store_true', help='2 warm-up and 3 timed runs, batch 1 and 2')
     parser.add_argument('--train-detectors', action='store_true')
+    parser.add_argument('--detectors', nargs='+', metavar='CONFIG',
+                        help='configs for --train-detectors (default: SSDLite-GhostNet and SSDLite-MobileNetV2)')
+    parser.add_argument('--rounds', type=int, default=1, help='interleaved rounds of --train-detectors')
     parser.add_argument('--amp', action='store_true', help='fp16 autocast for --train-detectors')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile of backbone, neck and head for --train-detectors')
@@ -110,15 +120,17 @@ def main():
     if args.deploy:
         rows = deployment(args)
     elif args.train_detectors:
-        rows = [dict(name=name, **detector_train_throughput(
-            detector_config(path), args.device, batch=args.batches[-1], size=args.size, iters=args.iters,
-            warmup=args.warmup, amp=args.amp, channels_last=args.channels_last, compile_model=args.compile,
-            threads=args.threads))
-            for name, path in DETECTORS.items()]
+        detectors = {osp.splitext(osp.basename(p))[0]: p for p in args.detectors} if args.detectors else \
+            {name: detector_config(path) for name, path in DETECTORS.items()}
+        rounds = [[dict(name=name, **detector_train_throughput(
+            path, args.device, batch=args.batches[-1], size=args.size, iters=args.iters, warmup=args.warmup,
+            amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, threads=args.threads))
+            for name, path in detectors.items()] for _ in range(args.rounds)]
+        rows = [min((r[k] for r in rounds), key=lambda row: row['s_per_iter']) for k in range(len(detectors))]
         for row in rows:
-            print(f"{row['name']:28s} {row['img_per_s']:8.1f} img/s  ({row['s_per_iter'] * 1000:.0f} ms/iter, "
+            print(f"{row['name']:40s} {row['img_per_s']:8.1f} img/s  ({row['s_per_iter'] * 1000:.0f} ms/iter, "
                   f"batch {row['batch']}, {row['size']}x{row['size']}, {row['device']}, amp={row['amp']})")
-        print(f"ratio GhostNet / MobileNetV2 throughput: {rows[0]['img_per_s'] / rows[1]['img_per_s']:.2f}")
+        print(f"ratio {rows[0]['name']} / {rows[1]['name']} throughput: {rows[0]['img_per_s'] / rows[1]['img_per_s']:.2f}")
     else:
         rows = run_benchmark(args.archs, args.width, args.size, args.batches, args.device, args.dtype, args.threads,
                              args.warmup, args.iters, args.channels_last, not args.no_onnx)

@@ -4,7 +4,7 @@ onnxruntime against PyTorch.
     python tools/deploy/export_onnx.py --arch v3 --widen-factor 1.0 --out ghostnetv3.onnx
     python tools/deploy/export_onnx.py --config CONFIG [--checkpoint CKPT] --out model.onnx
     python tools/deploy/export_onnx.py --config CONFIG --checkpoint CKPT --end2end --out MODEL.onnx
-        [--int8 --calib-images N] [--size H [W]]
+        [--int8 --calib-images N] [--size H [W]] [--cfg-options k=v ...]
 
 Without --end2end, detectors export up to the raw head outputs (per level: class scores, then
 boxes) and segmenters to per-pixel logits at the input size. With --end2end, a detector's graph
@@ -19,6 +19,7 @@ import os.path as osp
 import sys
 
 import torch
+from mmengine.config import DictAction
 
 from ghost_backbones.apps.deploy import (build_from_config, compare_with_onnxruntime, deploy_backbone,
                                          export_end2end, export_onnx, wrap_for_export)
@@ -40,6 +41,8 @@ def end2end(args) -> None:
           f'{len(spec["classes"])} classes; run it with tools/deploy/onnx_infer.py')
     if args.int8:
         cfg = Config.fromfile(args.config)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)  # e.g. where the training images are
         model = build_from_config(args.config, args.checkpoint)
         inputs = calibration_inputs(cfg, model, args.calib_images, spec['input_size'])
         print(f'wrote {quantize_int8(args.out, int8_path(args.out), inputs)} (INT8, {args.calib_images} '
@@ -58,6 +61,8 @@ def main():
     parser.add_argument('--calib-images', type=int, default=64, help='training images to calibrate INT8 on')
     parser.add_argument('--out', required=True)
     parser.add_argument('--atol', type=float, default=1e-4)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings for the INT8 calibration, key=value')
     args = parser.parse_args()
     if args.end2end:
         if not args.config:
