@@ -65,16 +65,22 @@ def test_torchrun_two_processes_on_cpu(small_data, tmp_path):
     def copypaste(path):
         return [line for line in path.read_text().splitlines() if 'bbox_mAP_copypaste' in line][-1].split()[-6:]
 
-    # the validation after training (results gathered from both ranks), tools/dist_test.sh on
-    # 2 processes and tools/test.py in one process give the same COCO numbers
+    # tools/dist_test.sh on 2 processes and tools/test.py in one process give the same COCO numbers
+    # (each process on one thread: oneDNN's results depend on the thread count, and an untrained
+    # detector's AP on its last bits)
     result = run(['bash', tool('dist_test.sh'), DET_CONFIG, checkpoint, '2', '--work-dir',
                   str(tmp_path / 'dist_test'), '--cfg-options', *options], tmp_path / 'dist_test.log', env=env)
     assert result.returncode == 0, (tmp_path / 'dist_test.log').read_text()[-3000:]
     single = run([sys.executable, TEST, DET_CONFIG, checkpoint, '--work-dir', str(tmp_path / 'single'),
-                  '--cfg-options', *options], tmp_path / 'single.log')
+                  '--cfg-options', *options], tmp_path / 'single.log', env=one_thread_env())
     assert single.returncode == 0, (tmp_path / 'single.log').read_text()[-3000:]
-    assert copypaste(tmp_path / 'ddp.log') == copypaste(tmp_path / 'dist_test.log') == \
-        copypaste(tmp_path / 'single.log')
+    assert copypaste(tmp_path / 'dist_test.log') == copypaste(tmp_path / 'single.log')
+    # The validation at the end of training gathers both ranks' results too, but rank 1 validates
+    # with its own BatchNorm statistics (DDP broadcasts rank 0's buffers only before a training
+    # forward; the checkpoint holds rank 0's): close to the checkpoint's numbers, not equal.
+    after_training = [float(v) for v in copypaste(tmp_path / 'ddp.log')]
+    from_checkpoint = [float(v) for v in copypaste(tmp_path / 'single.log')]
+    assert all(abs(a - b) <= 0.01 for a, b in zip(after_training, from_checkpoint)), (after_training, from_checkpoint)
 
 
 @pytest.mark.slow
