@@ -85,6 +85,35 @@ def matched_detections(ours, theirs) -> int:
     return matched
 
 
+DEEPLAB_CONFIG = osp.join(CONFIGS, 'synthetic', 'deeplabv3_ghostnet-1.0x-d8_synthetic-160.py')
+
+
+@pytest.mark.parametrize('config, size', [(DET_CONFIG, None), (YOLO_CONFIG, None), (RETINANET_CONFIG, (192, 256)),
+                                          (SEG_CONFIG, None), (DEEPLAB_CONFIG, None)],
+                         ids=['ssdlite', 'yolov3', 'retinanet', 'fpn', 'deeplabv3'])
+def test_onnxruntime_gives_the_traced_modules_outputs(config, size, tmp_path):
+    """Every end-to-end graph, in onnxruntime at batch 2 (dynamic), against PyTorch: the same
+    label maps, or the same detections (ties may swap places)."""
+    import onnxruntime
+    path = str(tmp_path / 'model.onnx')
+    torch.manual_seed(0)
+    module, spec = export_end2end(config, None, path, size)
+    images = torch.randn(2, 3, *spec['input_size'], generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = module(images)
+    got = onnxruntime.InferenceSession(path).run(None, {'images': images.numpy()})
+    if spec['task'] == 'segmentation':
+        assert (got[0] == expected.numpy()).mean() > 0.999
+        return
+    boxes, scores, labels = (torch.from_numpy(g) for g in got)
+    for image in range(2):
+        keep = scores[image] > 0
+        assert keep.sum() == (expected[1][image] > 0).sum() > 0
+        ours = (boxes[image][keep], scores[image][keep], labels[image][keep])
+        theirs = tuple(t[image][expected[1][image] > 0] for t in expected)
+        assert matched_detections(ours, theirs) >= 0.98 * len(theirs[1])
+
+
 HIDE = '''
 import runpy, sys
 BLOCKED = ('torch', 'torchvision', 'mmcv', 'mmdet', 'mmseg', 'mmengine', 'ghost_backbones', 'cv2', 'timm')
@@ -158,7 +187,7 @@ def test_onnx_detector_scores_like_tools_test(trained_ssdlite, synthetic, tmp_pa
     tools/test.py's on the same checkpoint; the INT8 model is scored the same way."""
     model = tmp_path / 'ssdlite.onnx'
     export('--config', DET_CONFIG, '--checkpoint', trained_ssdlite['checkpoint'], '--end2end', '--out', model,
-           '--int8', '--calib-images', 32)
+           '--int8', '--calib-images', 32, '--cfg-options', *trained_ssdlite['options'])
     ann = osp.join(synthetic, 'coco', 'annotations', 'instances_val.json')
     scores = {}
     for name in ('ssdlite.onnx', 'ssdlite.int8.onnx'):
