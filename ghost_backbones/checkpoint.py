@@ -224,7 +224,7 @@ def finalize(obj, memo: dict):
         result = obj.dtype
     elif kind is HistoryBufferState:
         result = obj.build()
-    elif kind in (StatisticsName, NdarrayName) or obj is NdarrayName:
+    elif kind is StatisticsName or obj is NdarrayName:
         raise Refused(f'{obj!r} outside the place mmengine writes it')
     elif kind in (dict, OrderedDict, Counter):
         memo[id(obj)] = obj
