@@ -100,9 +100,10 @@ SYNTHETIC_ENTRIES = [
           'mmdet SSDLite-MobileNetV2, the same data and schedule', {'box AP': 32.1, 'AP50': 61.7}),
     Entry('synthetic/yolov3_ghostnet-1.0x_synthetic-160.py', 'Object Detection', SYNTHETIC, (160, 160),
           '12 epochs', {'box AP': 39.4, 'AP50': 73.8}),
-    Entry('synthetic/rtmdet_ghostnet-1.0x_synthetic-160.py', 'Object Detection', SYNTHETIC, (160, 160), '30 epochs'),
+    Entry('synthetic/rtmdet_ghostnet-1.0x_synthetic-160.py', 'Object Detection', SYNTHETIC, (160, 160), '30 epochs',
+          {'box AP': 73.4, 'AP50': 95.2}),
     Entry('synthetic/rtmdet_tiny_synthetic-160.py', 'Object Detection', SYNTHETIC, (160, 160),
-          'mmdet RTMDet-tiny from scratch, the same data and schedule'),
+          'mmdet RTMDet-tiny from scratch, the same data and schedule', {'box AP': 67.5, 'AP50': 94.5}),
     Entry('synthetic/yolox_ghostnet-1.0x_synthetic-160.py', 'Object Detection', SYNTHETIC, (160, 160), '30 epochs'),
     Entry('synthetic/yolox_tiny_synthetic-160.py', 'Object Detection', SYNTHETIC, (160, 160),
           'mmdet YOLOX-tiny from scratch, the same data and schedule'),
@@ -111,7 +112,7 @@ SYNTHETIC_ENTRIES = [
     Entry('synthetic/deeplabv3_ghostnet-1.0x-d8_synthetic-160.py', 'Semantic Segmentation', SYNTHETIC, (160, 160),
           '300 iterations', {'mIoU': 78.62}),
     Entry('synthetic/ghostnet-v1-1.0x_synthetic-cls-64.py', 'Image Classification', SYNTHETIC, (64, 64),
-          '12 epochs on 64x64 crops'),
+          '12 epochs on 64x64 crops', {'Top 1 Accuracy': 96.4}),
 ]
 
 
