@@ -74,17 +74,11 @@ def run_tool(script: str, args, log_file: str, env=None) -> str:
     return run_command([sys.executable, path, *args], log_file, env)
 
 
-def parse_options(options) -> dict:
-    """``key=value`` strings as mmengine's ``--cfg-options`` parses them."""
-    from ghost_backbones.apps.runtime import parse_cfg_options
-    return parse_cfg_options(options)
-
-
 def det_cfg(data_root: str, *extra):
-    from ghost_backbones.apps.runtime import load_config
-    return load_config(DET_CONFIG, cfg_options=parse_options(data_options('mmdet', data_root) + list(extra)))
+    from ghost_backbones.apps.runtime import load_config, parse_cfg_options
+    return load_config(DET_CONFIG, cfg_options=parse_cfg_options(data_options('mmdet', data_root) + list(extra)))
 
 
 def seg_cfg(data_root: str, *extra):
-    from ghost_backbones.apps.runtime import load_config
-    return load_config(SEG_CONFIG, cfg_options=parse_options(data_options('mmseg', data_root) + list(extra)))
+    from ghost_backbones.apps.runtime import load_config, parse_cfg_options
+    return load_config(SEG_CONFIG, cfg_options=parse_cfg_options(data_options('mmseg', data_root) + list(extra)))

@@ -236,6 +236,15 @@ def detector_train_throughput(config: str, device: str = 'cpu', batch: int = 8, 
                 img_per_s=batch / seconds)
 
 
+def compare_detector_training(detectors: Dict[str, str], rounds: int = 1, **options) -> List[Dict]:
+    """Training throughput of several detectors, measured in interleaved rounds; each keeps its
+    best round, so that a burst of load on a shared machine does not favour whichever ran alone."""
+    measured = [[dict(name=name, **detector_train_throughput(path, **options)) for name, path in detectors.items()]
+                for _ in range(rounds)]
+    return [min((round_[k] for round_ in measured), key=lambda row: row['s_per_iter'])
+            for k in range(len(detectors))]
+
+
 # ---------------------------------------------------------------------------- deployment variants
 
 class TorchSession:

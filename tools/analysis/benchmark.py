@@ -19,8 +19,8 @@ import json
 import os.path as osp
 import tempfile
 
-from ghost_backbones.apps.benchmark import (DETECTORS, deployment_rows, deployment_variants, detector_config,
-                                            detector_train_throughput, format_rows, mean_iou, run_benchmark)
+from ghost_backbones.apps.benchmark import (DETECTORS, compare_detector_training, deployment_rows, deployment_variants,
+                                            detector_config, format_rows, mean_iou, run_benchmark)
 from ghost_backbones.models import ARCHS
 
 
@@ -122,11 +122,10 @@ def main():
     elif args.train_detectors:
         detectors = {osp.splitext(osp.basename(p))[0]: p for p in args.detectors} if args.detectors else \
             {name: detector_config(path) for name, path in DETECTORS.items()}
-        rounds = [[dict(name=name, **detector_train_throughput(
-            path, args.device, batch=args.batches[-1], size=args.size, iters=args.iters, warmup=args.warmup,
-            amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, threads=args.threads))
-            for name, path in detectors.items()] for _ in range(args.rounds)]
-        rows = [min((r[k] for r in rounds), key=lambda row: row['s_per_iter']) for k in range(len(detectors))]
+        rows = compare_detector_training(
+            detectors, args.rounds, device=args.device, batch=args.batches[-1], size=args.size, iters=args.iters,
+            warmup=args.warmup, amp=args.amp, channels_last=args.channels_last, compile_model=args.compile,
+            threads=args.threads)
         for row in rows:
             print(f"{row['name']:40s} {row['img_per_s']:8.1f} img/s  ({row['s_per_iter'] * 1000:.0f} ms/iter, "
                   f"batch {row['batch']}, {row['size']}x{row['size']}, {row['device']}, amp={row['amp']})")

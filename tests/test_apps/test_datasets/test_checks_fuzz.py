@@ -18,7 +18,8 @@ from PIL import Image
 
 from ghost_backbones.apps.datasets import make_synthetic
 from ghost_backbones.apps.datasets.checks import DatasetError, check_config_datasets
-from helpers import data_options, det_cfg, parse_options, seg_cfg
+from ghost_backbones.apps.runtime import parse_cfg_options
+from helpers import data_options, det_cfg, seg_cfg
 
 pytestmark = pytest.mark.slow
 # 60 cases a format in the suite; GHOST_BACKBONES_FUZZ_CASES=N for a longer run (same seed, N cases)
@@ -236,7 +237,7 @@ def corrupt_voc(rng, root):
 def pointed_at(cfg, fmt, root):
     """The config with its data at ``root`` (what --cfg-options data_root=... does)."""
     cfg = copy.deepcopy(cfg)
-    cfg.merge_from_dict(parse_options(data_options('mmdet' if fmt == 'coco' else 'mmseg', root)))
+    cfg.merge_from_dict(parse_cfg_options(data_options('mmdet' if fmt == 'coco' else 'mmseg', root)))
     return cfg
 
 
