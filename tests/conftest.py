@@ -30,20 +30,20 @@ def synthetic(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def trained_ssdlite(synthetic, tmp_path_factory):
-    """SSDLite-GhostNet trained (30 epochs) and scored with tools/train.py and tools/test.py, once
-    per session: the end-to-end training test checks it, the deployment tests export it."""
+    """SSDLite-GhostNet trained (15 epochs) and scored with tools/train.py and tools/test.py, once
+    per session: the end-to-end training test checks it, the test-tool and deployment tests use it."""
     from ghost_backbones.apps.main_job import data_options, det_schedule_options, train_and_test
     from helpers import DET_CONFIG
     work_dir = str(tmp_path_factory.mktemp('ssdlite'))
-    options = data_options('mmdet', synthetic) + det_schedule_options(30, 25) + ['test_evaluator.classwise=True']
+    options = data_options('mmdet', synthetic) + det_schedule_options(15, 25) + ['test_evaluator.classwise=True']
     return dict(train_and_test(DET_CONFIG, work_dir, options), work_dir=work_dir, options=options)
 
 
 @pytest.fixture(scope='session')
 def trained_fpn(synthetic, tmp_path_factory):
-    """Semantic FPN-GhostNet trained (300 iterations) and scored once per session."""
+    """Semantic FPN-GhostNet trained (150 iterations) and scored once per session."""
     from ghost_backbones.apps.main_job import data_options, seg_schedule_options, train_and_test
     from helpers import SEG_CONFIG
     work_dir = str(tmp_path_factory.mktemp('fpn'))
-    options = data_options('mmseg', synthetic) + seg_schedule_options(300)
+    options = data_options('mmseg', synthetic) + seg_schedule_options(150)
     return dict(train_and_test(SEG_CONFIG, work_dir, options), work_dir=work_dir, options=options)

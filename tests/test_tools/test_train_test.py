@@ -26,7 +26,7 @@ DEEPLAB_CONFIG = osp.join(CONFIGS, 'synthetic', 'deeplabv3_ghostnet-1.0x-d8_synt
 def test_ssdlite_ghostnet_learns_the_synthetic_set(trained_ssdlite):
     result = trained_ssdlite
     metrics = {k.split('/')[-1]: v for k, v in result['metrics'].items()}
-    # measured (seed 0): AP 0.356, AP50 0.625 (30 epochs, 750 iterations); chance is ~0
+    # measured (seed 0): AP 0.370, AP50 0.696 (15 epochs, 375 iterations); chance is ~0
     assert metrics['bbox_mAP_50'] >= 0.5, metrics
     assert metrics['bbox_mAP'] >= 0.25, metrics
     assert 'circle' in result['log'] and 'bbox_mAP_copypaste' in result['log']
@@ -34,11 +34,11 @@ def test_ssdlite_ghostnet_learns_the_synthetic_set(trained_ssdlite):
 
 @pytest.mark.slow
 def test_yolov3_ghostnet_learns_the_synthetic_set(synthetic, tmp_path):
-    options = data_options('mmdet', synthetic) + det_schedule_options(12, 25)
+    options = data_options('mmdet', synthetic) + det_schedule_options(6, 25)
     metrics = train_and_test(YOLO_CONFIG, str(tmp_path / 'yolov3'), options)['metrics']
     metrics = {k.split('/')[-1]: v for k, v in metrics.items()}
-    # measured (seed 0): AP 0.394, AP50 0.738 (12 epochs, 300 iterations)
-    assert metrics['bbox_mAP_50'] >= 0.5, metrics
+    # measured (seed 0): AP 0.209, AP50 0.476 (6 epochs, 150 iterations; 12 epochs: 0.394 / 0.738); chance is ~0
+    assert metrics['bbox_mAP_50'] >= 0.35 and metrics['bbox_mAP'] >= 0.12, metrics
 
 
 @pytest.mark.slow
@@ -46,7 +46,7 @@ def test_fpn_ghostnet_segments_the_synthetic_set(trained_fpn, synthetic, tmp_pat
     result = trained_fpn
     work_dir = result['work_dir']
     metrics = result['metrics']
-    # measured (seed 0): mIoU 87.6 (300 iterations, batch 8); predicting background everywhere gives about 22
+    # measured (seed 0): mIoU 82.2 (150 iterations, batch 8; 300: 87.6); predicting background everywhere gives about 22
     assert metrics['mIoU'] >= 75, metrics
     # per-class IoU table, as mmseg prints it
     assert 'per class results' in result['log']
@@ -70,19 +70,16 @@ def test_fpn_ghostnet_segments_the_synthetic_set(trained_fpn, synthetic, tmp_pat
     valid = truth != 255
     assert (predicted[valid] == truth[valid]).mean() > 0.9
     objects = valid & (truth > 0)
-    assert objects.sum() > 500 and (predicted[objects] > 0).mean() > 0.7  # measured 0.97 and 0.81
+    assert objects.sum() > 500 and (predicted[objects] > 0).mean() > 0.7  # measured 0.95 and 0.96 (300 iterations: 0.97, 0.81)
 
 
 @pytest.mark.slow
-def test_test_tool_dumps_predictions_and_paints(synthetic, tmp_path):
-    """--out and --show-dir of tools/test.py on a briefly trained detector."""
-    work_dir = str(tmp_path / 'short')
-    options = data_options('mmdet', synthetic) + det_schedule_options(1, 25)
-    run_tool('train.py', [DET_CONFIG, '--work-dir', work_dir, '--cfg-options', *options],
-             osp.join(work_dir, 'train.log'))
-    checkpoint = osp.join(work_dir, 'epoch_1.pth')
-    run_tool('test.py', [DET_CONFIG, checkpoint, '--work-dir', work_dir, '--out', str(tmp_path / 'res.pkl'),
-                         '--show-dir', 'painted', '--cfg-options', *options], osp.join(work_dir, 'test.log'))
+def test_test_tool_dumps_predictions_and_paints(trained_ssdlite, tmp_path):
+    """--out and --show-dir of tools/test.py on the trained detector of the session."""
+    work_dir = str(tmp_path / 'scored')
+    run_tool('test.py', [DET_CONFIG, trained_ssdlite['checkpoint'], '--work-dir', work_dir,
+                         '--out', str(tmp_path / 'res.pkl'), '--show-dir', 'painted',
+                         '--cfg-options', *trained_ssdlite['options']], osp.join(work_dir, 'test.log'))
     import pickle
     with open(tmp_path / 'res.pkl', 'rb') as f:
         results = pickle.load(f)
@@ -90,7 +87,7 @@ def test_test_tool_dumps_predictions_and_paints(synthetic, tmp_path):
     painted = [p for p in glob_all(work_dir, 'painted') if p.endswith('.jpg')]
     assert len(painted) == 50
     with open(osp.join(work_dir, 'test_metrics.json')) as f:
-        assert 'coco/bbox_mAP' in json.load(f)
+        assert json.load(f)['coco/bbox_mAP'] == trained_ssdlite['metrics']['coco/bbox_mAP']
 
 
 def glob_all(root, folder):
@@ -100,7 +97,7 @@ def glob_all(root, folder):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('package, config, options', [
-    ('mmdet', DET_CONFIG, det_schedule_options(1, 25)),
+    ('mmdet', DET_CONFIG, det_schedule_options(1, 2) + ['train_dataloader.dataset.indices=16']),  # 2 iterations
     ('mmseg', SEG_CONFIG, seg_schedule_options(4)),
     ('mmseg', DEEPLAB_CONFIG, seg_schedule_options(2)),  # dilated backbone, SyncBN heads, one CPU process
 ], ids=['mmdet-ssdlite', 'mmseg-fpn', 'mmseg-deeplabv3'])
