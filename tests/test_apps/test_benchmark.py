@@ -53,6 +53,22 @@ def test_benchmark_detector_training_throughput_runs_on_cpu():
     assert len(lines) == 2 and lines[0].startswith('SSDLite-GhostNet') and 'ratio SSDLite-GhostNet 1.0x / ' in out.stdout
 
 
+def test_detector_comparison_keeps_each_detectors_best_round(monkeypatch):
+    """Rounds interleave the detectors (a, b, a, b) and each keeps its own fastest round."""
+    from ghost_backbones.apps import benchmark
+    times = iter([0.5, 0.9, 0.4, 1.2])  # round 1: a 0.5, b 0.9; round 2: a 0.4, b 1.2
+    calls = []
+
+    def fake_throughput(path, **options):
+        calls.append(path)
+        return dict(s_per_iter=next(times), batch=options['batch'])
+
+    monkeypatch.setattr(benchmark, 'detector_train_throughput', fake_throughput)
+    rows = benchmark.compare_detector_training({'a': 'a.py', 'b': 'b.py'}, rounds=2, batch=8)
+    assert calls == ['a.py', 'b.py', 'a.py', 'b.py']
+    assert [(r['name'], r['s_per_iter']) for r in rows] == [('a', 0.4), ('b', 0.9)]
+
+
 def test_deploy_mode_times_and_scores_every_variant(tmp_path):
     """--deploy (meant for a trained checkpoint) on an untrained SSDLite at a tiny size: every
     variant is timed, the whole-model ones are scored, ratios are against ONNX Runtime FP32."""
