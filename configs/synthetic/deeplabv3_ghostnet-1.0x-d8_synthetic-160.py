@@ -10,6 +10,9 @@ model = dict(
 train_dataloader = {{_base_.synthetic.train_dataloader}}
 val_dataloader = {{_base_.synthetic.val_dataloader}}
 test_dataloader = val_dataloader
+# what mmseg's init_model / inference_model read: the test loader's pipeline, not the VOC base's
+# (which resizes 160-px images to 2048x512, i.e. 512x512)
+test_pipeline = {{_base_.synthetic.val_dataloader.dataset.pipeline}}
 env_cfg = {{_base_.synthetic.env_cfg}}
 log_processor = {{_base_.synthetic.log_processor}}
 param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max_iters, by_epoch=False)]

@@ -9,6 +9,9 @@ model = dict(
 train_dataloader = {{_base_.synthetic.train_dataloader}}
 val_dataloader = {{_base_.synthetic.val_dataloader}}
 test_dataloader = val_dataloader
+# what mmseg's init_model / inference_model read: the test loader's pipeline, not the VOC base's
+# (which resizes 160-px images to 2048x512, i.e. 512x512)
+test_pipeline = {{_base_.synthetic.val_dataloader.dataset.pipeline}}
 env_cfg = {{_base_.synthetic.env_cfg}}
 log_processor = {{_base_.synthetic.log_processor}}
 optim_wrapper = dict(optimizer=dict(lr=0.02))

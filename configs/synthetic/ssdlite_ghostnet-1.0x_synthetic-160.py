@@ -5,6 +5,8 @@ _base_ = ['../ghostnet/ssdlite_ghostnet-1.0x_8xb24-600e_coco-320.py', './_synthe
 train_dataloader = {{_base_.synthetic.train_dataloader}}
 val_dataloader = {{_base_.synthetic.val_dataloader}}
 test_dataloader = val_dataloader
+# for the tools that read ``test_pipeline``: the test loader's, not the COCO base's (320x320)
+test_pipeline = {{_base_.synthetic.val_dataloader.dataset.pipeline}}
 val_evaluator = {{_base_.synthetic.evaluator}}
 test_evaluator = val_evaluator
 env_cfg = {{_base_.synthetic.env_cfg}}

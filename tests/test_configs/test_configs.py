@@ -122,3 +122,25 @@ def test_backbone_channels_match_the_neck(path):
 def test_dilated_config_keeps_stride_8():
     cfg, model = build(osp.join(CONFIGS, 'ghostnet', 'deeplabv3_ghostnet-1.0x-d8_4xb4-20k_voc12aug-512x512.py'))
     assert model.backbone.out_strides == [8, 8]
+
+
+def without_default_scope(value, scope):
+    """``value`` without the ``_scope_`` keys that only repeat the default scope (mmengine adds them to
+    the typed dicts of ``pkg::`` bases; they change nothing where ``pkg`` is the default scope)."""
+    if isinstance(value, dict):
+        return {k: without_default_scope(v, scope) for k, v in value.items() if not (k == '_scope_' and v == scope)}
+    if isinstance(value, (list, tuple)):
+        return [without_default_scope(v, scope) for v in value]
+    return value
+
+
+@pytest.mark.parametrize('path', REAL + SYNTHETIC, ids=osp.basename)
+def test_test_pipeline_is_the_test_dataloaders(path):
+    """mmseg's init_model / inference_model build their pipeline from ``cfg.test_pipeline``, the test
+    loop and mmdet's / mmpretrain's inferencers from the test loader's (through dataset wrappers, as
+    mmdet's get_test_pipeline_cfg): the two must be one, or inference runs at another scale."""
+    from mmdet.utils import get_test_pipeline_cfg
+    cfg = Config.fromfile(path)
+    assert 'test_pipeline' in cfg
+    assert without_default_scope(cfg.test_pipeline, cfg.default_scope) == \
+        without_default_scope(get_test_pipeline_cfg(cfg), cfg.default_scope)
