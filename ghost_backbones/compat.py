@@ -24,10 +24,15 @@ code concerned is used (nothing of mmdet is imported to fix mmdet).
    for packages missing from mmengine's ``MODULE2PACKAGE`` table (mmengine issue 1410, PR 1411
    not merged). ``ghost_backbones`` is added to it (also done at interpreter start by
    ``ghost_backbones_startup``, because mmengine reads ``_base_`` before ``custom_imports``).
+5. **Scopes of ``ghost_backbones::`` bases** (mmengine 0.10.x; no upstream report found): mmengine
+   tags every typed dict of a ``<package>::`` base with ``_scope_='<package>'``; our configs are
+   mmdet / mmseg / mmpretrain configs, whose types are not found in our scope (``CocoDataset is not in
+   the mmengine::dataset registry``). Their dicts get the base's own ``default_scope``
+   (:func:`ghost_backbones_startup.scope_bases_by_default_scope`, also installed at interpreter start).
 """
 import functools
 
-from ghost_backbones_startup import register_config_scope
+from ghost_backbones_startup import register_config_scope, scope_bases_by_default_scope
 from ghost_backbones_startup.post_import import when_imported
 
 _applied = False
@@ -56,6 +61,7 @@ def apply() -> None:
         read_checkpoints_as_data()
         allow_cpu_distributed()
         when_imported('mmengine.config.utils', register_config_scope)
+        scope_package_bases()
     when_imported('mmdet.models.dense_heads.ssd_head', fix_ssd_head_loss_cls)
     _applied = True
 
@@ -155,3 +161,8 @@ def allow_cpu_distributed() -> None:
 
     setattr(__init__, FIXED_MARK, True)
     wrappers.MMDistributedDataParallel.__init__ = __init__
+
+
+def scope_package_bases() -> None:
+    """Fix 5: the typed dicts of a ``ghost_backbones::`` base get the base's ``default_scope``."""
+    when_imported('mmengine.config.config', scope_bases_by_default_scope)

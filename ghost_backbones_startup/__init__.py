@@ -15,6 +15,12 @@ changes nothing until the modules concerned are imported:
   the distribution's location is site-packages while the package stays in the source tree, so
   ``ghost_backbones::`` configs would not be found. For ``ghost_backbones`` only, the path is taken
   from the imported package's spec (where Python imports it from); other packages are untouched.
+  ``mmengine.hub.hub`` imports its own reference to that function (``get_config`` reads the model
+  index through it) and gets the same answer.
+* ``mmengine.config.config``: mmengine 0.10.x tags every typed dict of a ``<package>::`` base with
+  ``_scope_='<package>'``; built in that scope, mmdet's / mmseg's / mmpretrain's types of our
+  configs are not found. A ``ghost_backbones::`` base is tagged with its own ``default_scope``
+  instead (:func:`scope_bases_by_default_scope`).
 
 Set ``GHOST_BACKBONES_STARTUP=0`` to turn them all off.
 """
@@ -46,11 +52,46 @@ def find_package_folder(get_installed_path):
     return get_installed_path_of
 
 
-def locate_config_package(config_module) -> None:
-    """Let ``ghost_backbones::`` configs resolve under an editable (PEP 660) install."""
-    original = config_module.get_installed_path
+def locate_config_package(module) -> None:
+    """Let ``ghost_backbones::`` configs resolve under an editable (PEP 660) install: ``module`` is
+    mmengine.config.config or mmengine.hub.hub, each holding its own reference to mmengine's
+    ``get_installed_path`` (mmengine 0.10.7: config.py line 29, hub/hub.py line 11)."""
+    original = module.get_installed_path
     if not hasattr(original, '__wrapped__'):
-        config_module.get_installed_path = find_package_folder(original)
+        module.get_installed_path = find_package_folder(original)
+
+
+def scope_bases_by_default_scope(config_module) -> None:
+    """Tag the typed dicts of a ``ghost_backbones::`` base with the base's ``default_scope``, not ours.
+
+    mmengine 0.10.x (0.10.7 the latest; no upstream report found): ``Config._get_cfg_path``
+    (mmengine/config/config.py, line 1247) returns the package of ``<package>::<path>`` as the base's
+    scope, and ``Config._dict_to_config_dict`` (line 1148) writes it as ``_scope_`` into each outermost
+    dict with a ``type``. ``build_from_cfg`` then builds it inside
+    ``Registry.switch_scope_and_registry('ghost_backbones')`` (mmengine/registry/registry.py, line 225),
+    which finds our model registry (GhostNet only) or none and falls back to mmengine's root: a
+    ``ghost_backbones::`` base of an mmdet config fails with ``'CocoDataset is not in the
+    mmengine::dataset registry'``, of an mmpretrain config with ``'ImageClassifier is not in the
+    ghost_backbones::model registry'``. mmengine's rule fits packages whose configs use their own
+    registry (``mmdet::``); ours are mmdet / mmseg / mmpretrain configs, and each says which in its
+    ``default_scope``: that is the scope the base's dicts get (none if it has none: the inheriting
+    config's default scope applies). Other packages' bases are untouched."""
+    from mmengine.utils import digit_version  # imported by mmengine.config before this runs
+    from mmengine.version import __version__  # (mmengine/__init__.py sets its own after importing config)
+    if not digit_version('0.10.0') <= digit_version(__version__) < digit_version('0.11.0'):
+        return
+    config_class = config_module.Config
+    original = config_class.__dict__.get('_dict_to_config_dict')
+    if not isinstance(original, staticmethod) or hasattr(original.__func__, '__wrapped__'):
+        return
+    to_config_dict = original.__func__
+
+    def _dict_to_config_dict(cfg, scope=None, has_scope=True):
+        if scope == PACKAGE:  # only the call on a whole base; the recursive calls get the new scope
+            scope = cfg.get('default_scope') if isinstance(cfg, dict) else None
+        return to_config_dict(cfg, scope, has_scope)
+    _dict_to_config_dict.__wrapped__ = to_config_dict
+    config_class._dict_to_config_dict = staticmethod(_dict_to_config_dict)
 
 
 def install() -> None:
@@ -60,3 +101,5 @@ def install() -> None:
     mmcv_ext.install()
     when_imported('mmengine.config.utils', register_config_scope)
     when_imported('mmengine.config.config', locate_config_package)
+    when_imported('mmengine.config.config', scope_bases_by_default_scope)
+    when_imported('mmengine.hub.hub', locate_config_package)
