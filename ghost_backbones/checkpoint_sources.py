@@ -36,7 +36,17 @@ def download_to_hub_cache(url: str, model_dir: str = None, progress: bool = Fals
 
 
 def load_from_local(filename, map_location=None):
+    from . import hub_weights  # a hub name (owner/repo, no such path) or a safetensors file: issue 23
+    if hub_weights.handles(filename):
+        return hub_weights.load_local_or_hub(filename, map_location)
     return load_checkpoint_file(filename, map_location)
+
+
+def load_from_hf_hub(filename, map_location=None):
+    """``hf-hub:owner/repo[@revision]`` (timm's spelling): the Hugging Face cache first, downloaded once if absent;
+    ``model.safetensors`` read without pickle, else ``pytorch_model.bin`` as data (see :mod:`.hub_weights`)."""
+    from .hub_weights import load_hub_weights
+    return load_hub_weights(filename, map_location)
 
 
 def load_from_http(filename, map_location=None, model_dir=None, progress=False):
@@ -112,6 +122,7 @@ SCHEMES = {
     ('modelzoo://', 'torchvision://'): load_from_torchvision,
     ('open-mmlab://', 'openmmlab://'): load_from_openmmlab,
     'mmcls://': load_from_mmcls,
+    'hf-hub:': load_from_hf_hub,  # not one of mmengine's: Hugging Face hub names, as timm writes them
 }
 
 
