@@ -15,7 +15,7 @@ model = dict(
         out_indices=(6, 9),  # 112 and 960 channels, both at stride 8
         out_stride=8,
         norm_cfg=dict(type='SyncBN', requires_grad=True),  # as mmseg's heads; BN when single-process
-        # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ghostnet_100.pth'),
+        init_cfg=dict(type='Pretrained', checkpoint='timm/ghostnet_100.in1k'),  # ImageNet (README, Weights)
     ),
     decode_head=dict(in_channels=960, in_index=1, channels=256),
     auxiliary_head=dict(in_channels=112, in_index=0, channels=128))

@@ -19,7 +19,7 @@ model = dict(
         widen_factor=1.0,
         out_indices=(2, 4, 6, 9),  # strides 4 / 8 / 16 / 32: 24, 40, 112, 960 channels
         norm_cfg=dict(type='SyncBN', requires_grad=True),  # as mmseg's heads; BN when single-process
-        # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ghostnet_100.pth'),
+        init_cfg=dict(type='Pretrained', checkpoint='timm/ghostnet_100.in1k'),  # ImageNet (README, Weights)
     ),
     neck=dict(in_channels=[24, 40, 112, 960]),
     decode_head=dict(num_classes=21))

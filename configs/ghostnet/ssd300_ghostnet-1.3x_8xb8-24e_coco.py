@@ -13,7 +13,8 @@ model = dict(
         arch='v1',
         widen_factor=1.3,
         out_indices=(4, 6, 9),  # 52, 144, 1248 channels at 1.3x
-        # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ghostnet_130.pth'),
+        # from scratch: no v1 1.3x ImageNet weights are published (timm's ghostnet_130 is untrained); with a file
+        # of your own: init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ghostnet_130.pth'),
     ),
     neck=dict(
         in_channels=(52, 144, 1248),

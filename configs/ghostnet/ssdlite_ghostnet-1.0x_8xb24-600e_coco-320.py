@@ -14,8 +14,8 @@ model = dict(
         out_indices=(6, 9),  # stride 16 (112 ch) and stride 32 (960 ch)
         norm_cfg=dict(type='BN', eps=0.001, momentum=0.03),
         init_cfg=dict(type='TruncNormal', layer='Conv2d', std=0.03),
-        # ImageNet weights (timm's ghostnet_100 or the official ghostnet_1x.pth):
-        # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ghostnet_100.pth'),
+        # from scratch as mmdet's counterpart; ImageNet weights instead (README, Weights):
+        # init_cfg=dict(type='Pretrained', checkpoint='timm/ghostnet_100.in1k'),
     ),
     neck=dict(in_channels=(112, 960), out_channels=(112, 960, 512, 256, 256, 128)),
     bbox_head=dict(in_channels=(112, 960, 512, 256, 256, 128)))

@@ -11,6 +11,6 @@ model = dict(
         arch='v1',
         widen_factor=1.0,
         out_indices=(4, 6, 9),  # strides 8 / 16 / 32: 40, 112, 960 channels
-        # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ghostnet_100.pth'),
+        init_cfg=dict(type='Pretrained', checkpoint='timm/ghostnet_100.in1k'),  # ImageNet (README, Weights)
     ),
     neck=dict(in_channels=[960, 112, 40]))

@@ -13,6 +13,7 @@ model = dict(
         widen_factor=1.0,
         out_indices=(4, 6, 9),  # strides 8 / 16 / 32: 40, 112, 960 channels
         norm_cfg=dict(type='BN', momentum=0.03, eps=0.001),  # YOLOX's BN settings
-        # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ghostnet_100.pth'),
+        # from scratch as mmdet's YOLOX; ImageNet weights instead (README, Weights):
+        # init_cfg=dict(type='Pretrained', checkpoint='timm/ghostnet_100.in1k'),
     ),
     neck=dict(in_channels=[40, 112, 960]))

@@ -4,6 +4,7 @@ _base_ = ['../ghostnet/fpn_ghostnet-1.0x_4xb4-20k_voc12aug-512x512.py', './_synt
 
 max_iters = 600
 model = dict(
+    backbone=dict(init_cfg=None),  # from scratch, no download (the real config starts from ImageNet weights)
     data_preprocessor=dict(size={{_base_.synthetic.crop_size}}),
     decode_head=dict(num_classes={{_base_.synthetic.num_classes}}))
 train_dataloader = {{_base_.synthetic.train_dataloader}}

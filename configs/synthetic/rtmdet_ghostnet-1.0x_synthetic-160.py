@@ -5,7 +5,9 @@ _base_ = ['../ghostnet/rtmdet_ghostnet-1.0x_8xb32-300e_coco.py', './_synthetic_c
 img_scale = (160, 160)
 max_epochs = 30
 stage2_epochs = 5
-model = dict(bbox_head=dict(num_classes={{_base_.synthetic.num_classes}}))
+model = dict(
+    backbone=dict(init_cfg=None),  # from scratch, no download (the real config starts from ImageNet weights)
+    bbox_head=dict(num_classes={{_base_.synthetic.num_classes}}))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),

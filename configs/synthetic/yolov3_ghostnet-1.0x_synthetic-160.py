@@ -15,11 +15,13 @@ log_processor = {{_base_.synthetic.log_processor}}
 
 max_epochs = 30
 # The 320x320 anchors, halved.
-model = dict(bbox_head=dict(
-    num_classes={{_base_.synthetic.num_classes}},
-    anchor_generator=dict(base_sizes=[[(110, 62), (64, 111), (132, 133)],
-                                      [(18, 44), (51, 48), (30, 85)],
-                                      [(5, 8), (12, 18), (36, 21)]])))
+model = dict(
+    backbone=dict(init_cfg=None),  # from scratch, no download (the real config starts from ImageNet weights)
+    bbox_head=dict(
+        num_classes={{_base_.synthetic.num_classes}},
+        anchor_generator=dict(base_sizes=[[(110, 62), (64, 111), (132, 133)],
+                                          [(18, 44), (51, 48), (30, 85)],
+                                          [(5, 8), (12, 18), (36, 21)]])))
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
