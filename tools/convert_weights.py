@@ -5,11 +5,14 @@ data-only checkpoint that ``init_cfg=dict(type='Pretrained', checkpoint=...)`` l
     python tools/convert_weights.py --to mmpretrain SRC DST   # backbone + head for configs/ghostnet/*_in1k.py
     python tools/convert_weights.py --trust --whole OLD_CKPT DST       # re-save a file you trust as data
     python tools/convert_weights.py --trust-sha256 HEX --whole OLD_CKPT DST   # ... trusting exactly that content
+    python tools/convert_weights.py --to mmpretrain timm/ghostnet_100.in1k OUT.pth   # timm's weights, from the hub
 
 Handles ``state_dict`` / ``model`` nesting, DDP's ``module.``, the official v3 names (``bn.`` ->
-``bn1.``) and FLOP-counter entries. SRC may be a path or a URL (https://, open-mmlab://, ...).
-It is read as data; ``--trust`` / ``--trust-sha256`` allow full unpickling of SRC (which can run
-code): only for files you trust. What is written is plain data.
+``bn1.``) and FLOP-counter entries. SRC may be a path (``.safetensors`` too), a Hugging Face hub
+name as init_cfg takes it (``timm/ghostnet_100.in1k``, ``hf-hub:timm/...``: from the hub cache,
+downloaded once) or a URL (https://, open-mmlab://, ...). It is read as data; ``--trust`` /
+``--trust-sha256`` allow full unpickling of SRC (which can run code): only for files you trust.
+What is written is plain data.
 """
 import argparse
 
@@ -18,7 +21,7 @@ from ghost_backbones.weights import convert_checkpoint
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('src')
+    parser.add_argument('src', help='a path, a hub name (timm/ghostnet_100.in1k, hf-hub:...) or a URL')
     parser.add_argument('dst')
     parser.add_argument('--prefix', help='keep only keys under this prefix and strip it (e.g. backbone.)')
     parser.add_argument('--keep-head', action='store_true', help='keep the ImageNet classifier keys')

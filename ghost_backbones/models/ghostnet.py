@@ -222,7 +222,9 @@ class GhostNet(BaseModule):
 
     def init_weights(self) -> None:
         """A ``Pretrained`` entry of ``init_cfg`` (a dict, or one entry of a list, applied after
-        the others as mmengine does) loads strictly (see :mod:`ghost_backbones.weights`)."""
+        the others as mmengine does) loads strictly (see :mod:`ghost_backbones.weights`); its
+        ``checkpoint`` is a path, a ``.safetensors`` file, a hub name (``timm/ghostnet_100.in1k``,
+        :mod:`ghost_backbones.hub_weights`) or a URL."""
         configs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg] if self.init_cfg else []
         pretrained = [c for c in configs if c.get('type') == 'Pretrained']
         if len(pretrained) > 1:
