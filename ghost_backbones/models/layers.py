@@ -139,17 +139,16 @@ def dfc_attention(in_channels: int, out_channels: int, kernel_size: int, stride:
     """GhostNetV2's decoupled fully-connected attention branch (before its sigmoid).
 
     A pointwise conv, then a 1x5 and a 5x1 depthwise conv: long-range mixing along rows and
-    columns at low cost, on a 2x average-pooled input (see :func:`apply_dfc_attention`). In a
-    dilated module (``dilation`` r > 1) the pooled map keeps the full resolution, so the two
-    convs run at rate 2r.
+    columns at low cost, on a 2x average-pooled input (see :func:`apply_dfc_attention`). The
+    branch is the same at every ``dilation``: a dilated module runs it on the sub-grid it reads
+    (GhostNet's modules give it a 1x1, stride-1 first conv, for which that is exact).
     """
-    rate = 2 * dilation if dilation > 1 else 1
     return nn.Sequential(
         conv2d(in_channels, out_channels, kernel_size, stride),
         build_norm(norm_cfg, out_channels),
-        conv2d(out_channels, out_channels, (1, 5), dilation=(1, rate), groups=out_channels),
+        conv2d(out_channels, out_channels, (1, 5), groups=out_channels),
         build_norm(norm_cfg, out_channels),
-        conv2d(out_channels, out_channels, (5, 1), dilation=(rate, 1), groups=out_channels),
+        conv2d(out_channels, out_channels, (5, 1), groups=out_channels),
         build_norm(norm_cfg, out_channels),
     )
 
@@ -159,17 +158,23 @@ def apply_dfc_attention(out: torch.Tensor, short_conv: nn.Module, x: torch.Tenso
 
     Rate 1: 2x2 average pool, the branch, sigmoid, nearest upsampling (timm's computation).
     Rate r > 1 (a dilated stage) follows the atrous rule, computing on every r-th pixel what the
-    strided network computes: the 2x2 average of samples r apart, at every pixel; the branch
-    (its convs at rate 2r); each value held over a 2r x 2r block, as nearest upsampling holds
-    it over 2x2.
+    strided network computes. The values it pools are those of the sub-grid ``x[..., ::r, ::r]``
+    (phase 0: the strided network's pixels are the dilated one's ``[::r, ::r]``), so the branch
+    runs there exactly as at rate 1, and each attention value is held over a 2r x 2r block, as
+    nearest upsampling holds it over 2x2. A sub-grid of odd size pairs its last row / column
+    with zeros, and the holding is cut to ``out``'s size. This equals the branch run at full
+    resolution with its convs at rate 2r, keeping one value in (2r)^2 (the earlier form, kept as
+    a reference in the tests), for 1/(2r)^2 of the work.
     """
     if dilation == 1:
         attention = torch.sigmoid(short_conv(F.avg_pool2d(x, kernel_size=2, stride=2)))
         return out * F.interpolate(attention, size=out.shape[-2:], mode='nearest')
     r = dilation
-    padded = F.pad(x, (0, r, 0, r))
-    pooled = (padded[..., :-r, :-r] + padded[..., :-r, r:] + padded[..., r:, :-r] + padded[..., r:, r:]) / 4
-    attention = torch.sigmoid(short_conv(pooled))[..., ::2 * r, ::2 * r]
+    grid = x[..., ::r, ::r]
+    odd_h, odd_w = grid.shape[-2] % 2, grid.shape[-1] % 2
+    if odd_h or odd_w:
+        grid = F.pad(grid, (0, odd_w, 0, odd_h))
+    attention = torch.sigmoid(short_conv(F.avg_pool2d(grid, kernel_size=2, stride=2)))
     held = F.interpolate(attention, scale_factor=2 * r, mode='nearest')
     return out * held[..., :out.shape[-2], :out.shape[-1]]
 

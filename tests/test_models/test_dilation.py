@@ -101,3 +101,84 @@ def test_squeeze_excite_uses_relu_whatever_the_activation():
     assert isinstance(se.act1, torch.nn.ReLU) and isinstance(model.act1, torch.nn.Hardswish)
     x = torch.linspace(-6, 6, 13).reshape(1, 13, 1, 1)
     torch.testing.assert_close(se.gate(x), torch.clamp(x + 3, 0, 6) / 6)  # hard sigmoid
+
+
+# ------------------------------------------------------------------ DFC attention on the sub-grid
+
+def full_resolution_dfc_attention(out, short_conv, x, dilation=1):
+    """The earlier dilated DFC attention, kept here as the reference: at rate r the whole branch
+    runs at full resolution (the 2x2 average of samples r apart at every pixel, zero beyond the
+    map; its 1x5 / 5x1 convs at rate 2r) and one value in (2r)^2 is kept and held over 2r x 2r."""
+    import copy
+
+    import torch.nn.functional as F
+    if dilation == 1:
+        return ATROUS_APPLY(out, short_conv, x, 1)
+    r = dilation
+    branch = copy.deepcopy(short_conv)
+    for conv in branch.modules():
+        if isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 5):
+            conv.dilation, conv.padding = (1, 2 * r), (0, 4 * r)
+        elif isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (5, 1):
+            conv.dilation, conv.padding = (2 * r, 1), (4 * r, 0)
+    padded = F.pad(x, (0, r, 0, r))
+    pooled = (padded[..., :-r, :-r] + padded[..., :-r, r:] + padded[..., r:, :-r] + padded[..., r:, r:]) / 4
+    attention = torch.sigmoid(branch(pooled))[..., ::2 * r, ::2 * r]
+    held = F.interpolate(attention, scale_factor=2 * r, mode='nearest')
+    return out * held[..., :out.shape[-2], :out.shape[-1]]
+
+
+def random_dfc_branch(channels, seed, deploy=False):
+    branch = ATROUS_DFC(channels, channels, 1, 1, 2, dict(type='BN'))
+    gen = torch.Generator().manual_seed(seed)
+    for module in branch.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.weight.data = torch.randn(module.weight.shape, generator=gen) * 0.5
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            for t in (module.weight, module.bias, module.running_mean):
+                t.data = torch.randn(t.shape, generator=gen) * 0.3
+            module.running_var.data = torch.rand(module.running_var.shape, generator=gen) + 0.5
+    branch = branch.double().eval()
+    return layers.fold_sequential(branch) if deploy else branch
+
+
+SIZES = [(h, w) for h in (1, 2, 3, 5, 7, 8, 9, 12, 15, 16, 17) for w in (1, 4, 6, 11, 13, 16, 19)]
+
+
+@pytest.mark.parametrize('rate', [2, 3, 4])
+@pytest.mark.parametrize('deploy', [False, True])
+def test_sub_grid_dfc_attention_equals_the_full_resolution_form(rate, deploy):
+    """Every size from 1 up (odd, even, divisible by 2r or not), float64: the same values; only
+    the order of the 2x2 average's additions may differ (avg_pool2d), hence a rounding bound."""
+    branch = random_dfc_branch(6, seed=rate, deploy=deploy)
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for h, w in SIZES:
+            x = torch.randn(2, 6, h, w, generator=gen, dtype=torch.float64)
+            out = torch.randn(2, 6, h, w, generator=gen, dtype=torch.float64)
+            got = layers.apply_dfc_attention(out, branch, x, rate)
+            expected = full_resolution_dfc_attention(out, branch, x, rate)
+            assert got.shape == expected.shape == out.shape
+            torch.testing.assert_close(got, expected, atol=1e-13, rtol=0, msg=f'{h}x{w} at rate {rate}')
+
+
+@pytest.mark.parametrize('out_stride', [16, 8])
+@pytest.mark.parametrize('size', [64, (67, 45), 50, 33])
+def test_dilated_v2_equals_the_full_resolution_attention(out_stride, size, monkeypatch):
+    """The whole dilated GhostNetV2 (squeeze-excite on), training structure and deploy mode:
+    outputs equal those with the earlier full-resolution attention, at sizes not divisible by
+    2r included (the network's maps there are odd)."""
+    height, width = (size, size) if isinstance(size, int) else size
+    dilated = calibrate_bn(GhostNet(arch='v2', out_indices=ALL_STAGES, out_stride=out_stride), size=64).double()
+    x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    deployed = GhostNet(arch='v2', out_indices=ALL_STAGES, out_stride=out_stride).double().eval()
+    deployed.load_state_dict(dilated.state_dict())
+    deployed.switch_to_deploy()
+    for model in (dilated, deployed):
+        with torch.no_grad():
+            got = model(x)
+            with monkeypatch.context() as patch:
+                patch.setattr(layers, 'apply_dfc_attention', full_resolution_dfc_attention)
+                expected = model(x)
+        for stage, (g, e) in enumerate(zip(got, expected)):
+            torch.testing.assert_close(g, e, atol=1e-10, rtol=0, msg=f'stage {stage}')
