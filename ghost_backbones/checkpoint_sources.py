@@ -20,23 +20,52 @@ from urllib.parse import urlparse
 import torch
 from mmengine.logging import print_log
 
-from .checkpoint import load_checkpoint_bytes, load_checkpoint_file, read_checkpoint
+from .checkpoint import (CheckpointError, UnsafeCheckpointError, load_checkpoint_bytes, load_checkpoint_file,
+                         read_checkpoint)
 
 
-def download_to_hub_cache(url: str, model_dir: str = None, progress: bool = False) -> str:
+def download(url: str, destination: str, progress: bool = False) -> None:
+    """``url`` into ``destination``: streamed into a temporary file beside it, checked against the
+    advertised length, and only then renamed into place, so that an interrupted or truncated
+    download never becomes the cached file."""
+    import shutil
+    import tempfile
+    import urllib.request
+    request = urllib.request.Request(url, headers={'User-Agent': 'torch.hub'})
+    with urllib.request.urlopen(request) as response:
+        advertised = response.headers.get('Content-Length')
+        folder = osp.dirname(destination)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f'.{osp.basename(destination)}.', delete=False) as tmp:
+            try:
+                shutil.copyfileobj(response, tmp)
+                tmp.flush()
+                received = tmp.tell()
+                if advertised is not None and received != int(advertised):
+                    raise CheckpointError(f'download of {url} ended after {received} of {advertised} bytes; '
+                                          'nothing was cached')
+            except BaseException:
+                tmp.close()
+                os.unlink(tmp.name)
+                raise
+    os.replace(tmp.name, destination)
+
+
+def download_to_hub_cache(url: str, model_dir: str = None, progress: bool = False, again: bool = False) -> str:
     """The file torch's ``load_state_dict_from_url`` would use (``<hub dir>/checkpoints/<name>``),
-    downloaded if absent; nothing is unpickled."""
+    downloaded if absent (or ``again``); nothing is unpickled."""
     model_dir = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
     os.makedirs(model_dir, exist_ok=True)
     cached = osp.join(model_dir, osp.basename(urlparse(url).path))
-    if not osp.exists(cached):
+    if again or not osp.exists(cached):
         print_log(f'Downloading {url} to {cached}', logger='current')
-        torch.hub.download_url_to_file(url, cached, None, progress=progress)
+        download(url, cached, progress)
     return cached
 
 
 def load_from_local(filename, map_location=None):
     from . import hub_weights  # a hub name (owner/repo, no such path) or a safetensors file: issue 23
+    if osp.exists(osp.expanduser(filename)) and not osp.isfile(osp.expanduser(filename)):
+        return load_checkpoint_file(filename, map_location)  # a FIFO or device: refused before anything opens it
     if hub_weights.handles(filename):
         return hub_weights.load_local_or_hub(filename, map_location)
     return load_checkpoint_file(filename, map_location)
@@ -50,7 +79,8 @@ def load_from_hf_hub(filename, map_location=None):
 
 
 def load_from_http(filename, map_location=None, model_dir=None, progress=False):
-    """Download once per machine (rank 0 first, as mmengine does), then read as data."""
+    """Download once per machine (rank 0 first, as mmengine does), then read as data. A cached file
+    that is not a readable checkpoint (e.g. truncated by an older downloader) is fetched once more."""
     from mmengine.dist import get_dist_info
     rank, world_size = get_dist_info()
     if rank == 0:
@@ -59,8 +89,18 @@ def load_from_http(filename, map_location=None, model_dir=None, progress=False):
         torch.distributed.barrier()
         if rank > 0:
             cached = download_to_hub_cache(filename, model_dir, progress)
-    data, identity = read_checkpoint(cached)
-    return load_checkpoint_bytes(data, f'{filename} (downloaded to {cached})', map_location, identity)
+    name = f'{filename} (downloaded to {cached})'
+    try:
+        return load_checkpoint_bytes(read_checkpoint(cached), name, map_location)
+    except UnsafeCheckpointError:
+        raise
+    except CheckpointError:
+        if world_size > 1:
+            raise
+        print_log(f'{cached} is not a readable checkpoint: fetching {filename} again', logger='current',
+                  level=logging.WARNING)
+        cached = download_to_hub_cache(filename, model_dir, progress, again=True)
+        return load_checkpoint_bytes(read_checkpoint(cached), name, map_location)
 
 
 def load_from_torchvision(filename, map_location=None):

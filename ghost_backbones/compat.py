@@ -5,11 +5,12 @@ code concerned is used (nothing of mmdet is imported to fix mmdet).
 1. **Checkpoints as data** (mmengine 0.10.x; 0.10.7 is the latest release). With torch >= 2.6,
    mmengine's checkpoints do not load ("Weights only load failed", mmengine issue 1655, PR 1650
    proposes ``weights_only=False``); with any torch, mmengine's URL loaders unpickle fully. Every
-   source mmengine's ``CheckpointLoader`` knows now reads checkpoints as data
-   (:mod:`ghost_backbones.checkpoint_sources`), and what mmengine writes is plain: ``HistoryBuffer``
-   pickles as ``HistoryBuffer(values, counts, max_length)`` with numbers (no arrays, no references
-   to its methods), and ``MessageHub.state_dict`` gives numpy scalars and arrays of its runtime
-   information (e.g. ``eta``) as Python numbers and lists.
+   source mmengine's ``CheckpointLoader`` knows now reads checkpoints as data on torch's own
+   weights-only unpickler (:mod:`ghost_backbones.checkpoint_sources`), and what mmengine writes is
+   plain data that ``torch.load(weights_only=True)`` reads in any process: ``MessageHub.state_dict``
+   gives each ``HistoryBuffer`` as a dictionary of numbers (read back into a HistoryBuffer by
+   ``MessageHub.load_state_dict``; plain mmengine skips it with a warning) and numpy scalars and
+   arrays of its runtime information (e.g. ``eta``) as Python numbers and lists.
 2. **SSDHead.predict** (mmdet 3.0.0 to 3.3.0): ``AttributeError: 'SSDHead' object has no
    attribute 'loss_cls'`` at val/test of SSD and SSDLite (mmdetection issues 11063, 11305,
    11780). SSD classifies with a softmax over ``num_classes + 1`` and has no loss module:
@@ -56,7 +57,6 @@ def apply() -> None:
     if _applied:
         return
     if mmengine_needs_fixes():
-        make_history_buffer_data_only()
         make_message_hub_state_plain()
         read_checkpoints_as_data()
         allow_cpu_distributed()
@@ -66,14 +66,21 @@ def apply() -> None:
     _applied = True
 
 
-def make_history_buffer_data_only() -> None:
-    """Fix 1: HistoryBuffer pickles as its constructor call with plain numbers."""
+HISTORY_BUFFER_TYPE = 'mmengine.logging.HistoryBuffer'
+
+
+def history_buffer_as_plain(buffer) -> dict:
+    """Fix 1: a HistoryBuffer as numbers, the form MessageHub's state holds."""
+    return dict(type=HISTORY_BUFFER_TYPE, log_history=buffer._log_history.tolist(),
+                count_history=buffer._count_history.tolist(), max_length=buffer.max_length)
+
+
+def history_buffer_from_plain(value):
+    """Fix 1: a HistoryBuffer back from :func:`history_buffer_as_plain`'s form (other values as they are)."""
     from mmengine.logging import HistoryBuffer
-
-    def __reduce__(self):
-        return HistoryBuffer, (self._log_history.tolist(), self._count_history.tolist(), self.max_length)
-
-    HistoryBuffer.__reduce__ = __reduce__
+    if isinstance(value, dict) and value.get('type') == HISTORY_BUFFER_TYPE:
+        return HistoryBuffer(value['log_history'], value['count_history'], value['max_length'])
+    return value
 
 
 def plain(value):
@@ -83,21 +90,32 @@ def plain(value):
 
 
 def make_message_hub_state_plain() -> None:
-    """Fix 1: the runtime information in checkpoints holds no numpy objects."""
-    from mmengine.logging import MessageHub
-    original_state_dict = MessageHub.state_dict
+    """Fix 1: the MessageHub state in checkpoints is plain data (HistoryBuffers as numbers, runtime
+    information without numpy objects), and reads back into HistoryBuffers."""
+    from mmengine.logging import HistoryBuffer, MessageHub
+    original_state_dict, original_load = MessageHub.state_dict, MessageHub.load_state_dict
     if getattr(original_state_dict, FIXED_MARK, False):
         return
 
     @functools.wraps(original_state_dict)
     def state_dict(self) -> dict:
         state = original_state_dict(self)
+        state['log_scalars'] = type(state['log_scalars'])(
+            (key, history_buffer_as_plain(value) if isinstance(value, HistoryBuffer) else value)
+            for key, value in state['log_scalars'].items())
         state['runtime_info'] = type(state['runtime_info'])(
             (key, plain(value)) for key, value in state['runtime_info'].items())
         return state
 
+    @functools.wraps(original_load)
+    def load_state_dict(self, state_dict) -> None:
+        if isinstance(state_dict, dict) and isinstance(state_dict.get('log_scalars'), dict):
+            state_dict = dict(state_dict, log_scalars=type(state_dict['log_scalars'])(
+                (key, history_buffer_from_plain(value)) for key, value in state_dict['log_scalars'].items()))
+        original_load(self, state_dict)
+
     setattr(state_dict, FIXED_MARK, True)
-    MessageHub.state_dict = state_dict
+    MessageHub.state_dict, MessageHub.load_state_dict = state_dict, load_state_dict
 
 
 def read_checkpoints_as_data() -> None:

@@ -1,6 +1,7 @@
-"""Checkpoints are read as data: each hostile file below is built here, loaded in a separate
-process (so that a crash shows as a failed exit code), refused with UnsafeCheckpointError
-naming the file and the refused thing, and nothing runs (marker files stay absent)."""
+"""Checkpoints are read as data on torch's own weights-only unpickler: what must keep loading
+(plain mmengine / numpy 1 / timm checkpoints, resuming), what the package writes (plain data in any
+process), and trust by content. The hostile files are in test_checkpoint_attacks.py."""
+import asyncio
 import collections
 import hashlib
 import http.server
@@ -9,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-import zipfile
 
 import numpy as np
 import pytest
@@ -18,121 +18,20 @@ import torch
 import ghost_backbones  # noqa: F401  (the compat fixes)
 from ghost_backbones.checkpoint import (CheckpointError, UnsafeCheckpointError, load_checkpoint_file,
                                         trusted_checkpoints)
+from hostile_checkpoints import Reduce, forged_array, runs, with_pickle, zip_bytes
 
-RECONSTRUCT = np._core.multiarray._reconstruct
-
-
-class Reduce:
-    """Pickles as whatever ``__reduce__`` value it is given: how a hostile file is written."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def __reduce__(self):
-        return self.value
+PLAIN_TORCH_LOAD = ('import sys, torch\n'
+                    'checkpoint = torch.load(sys.argv[1], map_location="cpu", weights_only=True)\n'
+                    'assert "ghost_backbones" not in sys.modules\n'
+                    'print("PLAIN", sorted(checkpoint))')
 
 
-def runs(command):
-    """A pickled call of ``os.system(command)``."""
-    return Reduce((os.system, (command,)))
-
-
-def forged_array(dtype, raw: bytes, shape=(2,)):
-    return Reduce((RECONSTRUCT, (np.ndarray, (0,), b'b'), (1, shape, dtype, False, raw)))
-
-
-def forged_dtype(code, state):
-    return Reduce((np.dtype, (code, False, True), state))
-
-
-def with_pickle(path, payload: bytes):
-    """A torch zip checkpoint whose data.pkl is ``payload`` (for pickles torch.save cannot write)."""
-    torch.save({'x': 1}, str(path))
-    with zipfile.ZipFile(path) as source:
-        entries = {info.filename: source.read(info.filename) for info in source.infolist()}
-    with zipfile.ZipFile(path, 'w') as target:
-        for name, data in entries.items():
-            target.writestr(name, payload if name.endswith('data.pkl') else data)
-    return path
-
-
-def text(value: str) -> bytes:
-    return b'X' + len(value.encode()).to_bytes(4, 'little') + value.encode()  # BINUNICODE
-
-
-def getattr_os_system(command: str) -> bytes:
-    """``getattr(__import__('os'), 'system')(command)`` in pickle opcodes (protocol 2)."""
-    return (b'\x80\x02c__builtin__\ngetattr\nc__builtin__\n__import__\n' + text('os') + b'\x85R' +
-            text('system') + b'\x86R' + text(command) + b'\x85R.')
-
-
-def getattr_history_buffer(name: str) -> bytes:
-    """``getattr(HistoryBuffer, name)``: allowed for the statistics names only."""
-    return (b'\x80\x02c__builtin__\ngetattr\ncmmengine.logging.history_buffer\nHistoryBuffer\n' + text(name) +
-            b'\x86R.')
-
-
-LOADER = r'''
-import copy, gc, json, sys
-import ghost_backbones
-from mmengine.logging import HistoryBuffer
-from ghost_backbones.checkpoint import UnsafeCheckpointError, load_checkpoint_file
-HistoryBuffer()  # registers mmengine's statistics methods in the class-wide table
-outcome = {}
-for path in sys.argv[1:]:
-    try:
-        copy.deepcopy(load_checkpoint_file(path))
-        outcome[path] = 'loaded'
-    except UnsafeCheckpointError as error:
-        outcome[path] = 'refused: ' + str(error)
-    gc.collect()
-outcome['statistics intact'] = all(HistoryBuffer._statistics_methods.get(name) is getattr(HistoryBuffer, name)
-                                   for name in ('min', 'max', 'current', 'mean'))
-print(json.dumps(outcome))
-'''
-
-
-def load_in_subprocess(paths, env=None):
-    result = subprocess.run([sys.executable, '-c', LOADER, *map(str, paths)], capture_output=True, text=True,
-                            env=dict(os.environ, **(env or {})))
-    assert result.returncode == 0, f'the loading process died ({result.returncode}): {result.stderr[-2000:]}'
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def test_hostile_files_are_refused_and_nothing_runs_or_crashes(tmp_path):
-    marker = tmp_path / 'pwned'
-    hostile = {
-        'object_array': ({'a': forged_array(np.dtype('O'), b'\x41' * 16)}, "numpy dtype 'O8'"),
-        'void_dtype': ({'d': forged_dtype('V8', (3, '|', None, None, None, 8, 1, 0x3F))}, "'V8'"),
-        'void_array': ({'a': forged_array(forged_dtype('V8', (3, '|', None, None, None, 8, 1, 0x3F)), b'\0' * 16)},
-                       "'V8'"),
-        'float_with_flags': ({'d': forged_dtype('f8', (3, '<', None, None, None, -1, -1, 63))}, 'dtype state'),
-        'history_buffer_table': ({'buffer': Reduce((__import__('mmengine').logging.HistoryBuffer, (), {
-            '_log_history': np.array([1.0]), '_count_history': np.array([1]), 'max_length': 10,
-            'statistics_methods': {'mean': collections.Counter}}))}, 'HistoryBuffer statistics'),
-        'os_system': ({'meta': runs(f'touch {marker}')}, 'posix.system'),
-    }
-    paths = {}
-    for name, (obj, _) in hostile.items():
-        paths[name] = tmp_path / f'{name}.pth'
-        torch.save(obj, str(paths[name]))
-    paths['getattr_os_system'] = with_pickle(tmp_path / 'getattr_os.pth', getattr_os_system(f'touch {marker}'))
-    paths['getattr_other'] = with_pickle(tmp_path / 'getattr_other.pth', getattr_history_buffer('__setstate__'))
-    expected = {name: thing for name, (_, thing) in hostile.items()}
-    expected.update(getattr_os_system='builtins.__import__', getattr_other="getattr('HistoryBufferState', '__setstate__')")
-
-    outcome = load_in_subprocess(paths.values())
-    for name, path in paths.items():
-        assert outcome[str(path)].startswith('refused: '), (name, outcome[str(path)])
-        assert str(path) in outcome[str(path)] and expected[name] in outcome[str(path)], (name, outcome[str(path)])
-    assert outcome['statistics intact']
-    assert not marker.exists()
-
-
-def test_plain_mmengine_statistics_references_load():
-    from ghost_backbones.checkpoint import DataUnpickler, StatisticsName
-    import io
-    assert DataUnpickler(io.BytesIO(getattr_history_buffer('mean'))).load() == StatisticsName('mean')
+def plain_torch_load(path):
+    """``torch.load(weights_only=True)`` in a process that never imports the package."""
+    result = subprocess.run([sys.executable, '-c', PLAIN_TORCH_LOAD, str(path)], capture_output=True, text=True,
+                            env=dict(os.environ, GHOST_BACKBONES_STARTUP='0'))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
 
 
 def tiny_runner_script(work_dir, max_epochs, resume):
@@ -184,35 +83,65 @@ def test_checkpoint_of_a_process_without_the_plugin_loads_and_resumes(tmp_path):
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert 'RESUMED 3 12 12' in resumed.stdout  # 2 epochs of 4 iterations restored, a third one run
-    # what the plugin writes has no code references and loads with torch's own weights_only
+    # what the plugin writes names nothing beyond torch's allow-list: plain torch.load reads it anywhere
     ours = tmp_path / 'epoch_3.pth'
-    assert not any('getattr' in name or 'numpy' in name
-                   for name in torch.serialization.get_unsafe_globals_in_checkpoint(str(ours)))
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(str(ours)) == []
+    assert 'PLAIN' in plain_torch_load(ours)
+    assert isinstance(load_checkpoint_file(str(ours))['message_hub']['log_scalars']['train/loss'], dict)
+
+
+def test_plain_mmengine_resumes_from_what_the_plugin_writes(tmp_path):
+    """mmengine without the plugin (torch.load's default weights_only=True) resumes from our
+    checkpoint; it skips the loss history, which it cannot recognise, with a warning."""
+    ours = subprocess.run([sys.executable, '-c', 'import ghost_backbones\n' + tiny_runner_script(tmp_path, 2, False)],
+                          capture_output=True, text=True)
+    assert ours.returncode == 0, ours.stderr[-2000:]
+    plain = subprocess.run([sys.executable, '-c', tiny_runner_script(tmp_path, 3, True) + 'print("RESUMED", runner.epoch)'],
+                           capture_output=True, text=True, env=dict(os.environ, GHOST_BACKBONES_STARTUP='0'))
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert 'RESUMED 3' in plain.stdout and 'is not HistoryBuffer, just skip resuming it' in plain.stdout + plain.stderr
 
 
 def test_numpy_1_names_load(tmp_path):
     """A checkpoint written under numpy < 2 names numpy.core.multiarray: plain data, it loads."""
-    path = tmp_path / 'numpy1.pth'
-    torch.save({'history': np.arange(4, dtype=np.float32), 'seed': np.int64(7)}, str(path),
-               _use_new_zipfile_serialization=False)
-    data = path.read_bytes()
-    assert b'numpy._core.multiarray' in data
-    path.write_bytes(data.replace(b'numpy._core.multiarray', b'numpy.core.multiarray'))
+    data = zip_bytes({'history': np.arange(4, dtype=np.float32), 'seed': np.int64(7)})
+    import io
+    import zipfile
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        pickle_bytes = archive.read('archive/data.pkl')
+    assert b'numpy._core.multiarray' in pickle_bytes
+    path = with_pickle(tmp_path / 'numpy1.pth', pickle_bytes.replace(b'numpy._core.multiarray', b'numpy.core.multiarray'))
     loaded = load_checkpoint_file(str(path))
     np.testing.assert_array_equal(loaded['history'], np.arange(4, dtype=np.float32))
     assert loaded['history'].dtype == np.float32 and loaded['seed'] == 7 and type(loaded['seed']) is np.int64
 
 
 def test_torch_allow_list_is_left_exactly_as_it_was(tmp_path):
+    """The user's own allow-list is restored after each load, and a user entry under one of our
+    names (numpy's real ndarray) does not stand in for our checked rebuilder meanwhile."""
     path = tmp_path / 'arrays.pth'
     torch.save({'a': np.ones(3)}, str(path))
-    torch.serialization.add_safe_globals([np.ndarray])
+    hostile = tmp_path / 'object_array.pth'
+    torch.save({'a': forged_array(np.dtype('O'), b'\x41' * 16)}, str(hostile))
+    torch.serialization.add_safe_globals([np.ndarray, collections.defaultdict])
     try:
-        before = list(torch.serialization.get_safe_globals())
-        load_checkpoint_file(str(path))
-        assert list(torch.serialization.get_safe_globals()) == before
+        before = sorted(map(str, torch.serialization.get_safe_globals()))
+        np.testing.assert_array_equal(load_checkpoint_file(str(path))['a'], np.ones(3))
+        with pytest.raises(UnsafeCheckpointError, match="numpy dtype 'O8'"):
+            load_checkpoint_file(str(hostile))
+        assert sorted(map(str, torch.serialization.get_safe_globals())) == before
     finally:
         torch.serialization.clear_safe_globals()
+
+
+def test_timm_checkpoint_loads(tmp_path):
+    import timm
+    model = timm.create_model('ghostnet_100', pretrained=False)
+    path = tmp_path / 'ghostnet_100.pth'
+    torch.save(model.state_dict(), str(path))
+    loaded = load_checkpoint_file(str(path))
+    assert set(loaded) == set(model.state_dict())
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
 
 
 class Served(http.server.SimpleHTTPRequestHandler):
@@ -309,6 +238,9 @@ def test_trust_by_content_hash_and_by_absolute_path(tmp_path, monkeypatch):
     assert load_checkpoint_file(str(path))['state_dict']['w'].sum() == 2
     monkeypatch.setenv('GHOST_BACKBONES_TRUSTED_CHECKPOINTS', str(path))
     assert load_checkpoint_file(str(path))['state_dict']['w'].sum() == 2
+    # sha256:HEX too, among other entries of the os.pathsep-separated list
+    monkeypatch.setenv('GHOST_BACKBONES_TRUSTED_CHECKPOINTS', os.pathsep.join(['sha256:' + '0' * 64, f'sha256:{digest}']))
+    assert load_checkpoint_file(str(path))['state_dict']['w'].sum() == 2
     # the same name with other content is not the trusted file
     monkeypatch.setenv('GHOST_BACKBONES_TRUSTED_CHECKPOINTS', digest)
     old_style_checkpoint(tmp_path / 'other.pth')
@@ -346,6 +278,40 @@ def test_trust_in_code_is_scoped(tmp_path):
         load_checkpoint_file(str(path))
 
 
+def test_trust_does_not_leak_from_a_suspended_generator_or_a_task(tmp_path):
+    path = old_style_checkpoint(tmp_path / 'old.pth')
+
+    def trusting():
+        with trusted_checkpoints(str(path)):
+            yield load_checkpoint_file(str(path))  # inside the block: trusted
+            yield 'suspended inside the block'
+
+    generator = trusting()
+    assert next(generator)['state_dict']['w'].sum() == 2
+    assert next(generator) == 'suspended inside the block'
+    with pytest.raises(UnsafeCheckpointError):  # the caller, while the generator is suspended in the block
+        load_checkpoint_file(str(path))
+    generator.close()
+
+    async def main():
+        with trusted_checkpoints(str(path)):
+            task = asyncio.get_running_loop().create_task(asyncio.sleep(0, result=None))
+            background = asyncio.get_running_loop().run_in_executor(None, load_checkpoint_file, str(path))
+            await task
+            with pytest.raises(UnsafeCheckpointError):  # another thread, started inside the block
+                await background
+
+        async def later():
+            load_checkpoint_file(str(path))
+
+        with trusted_checkpoints(str(path)):
+            spawned = asyncio.get_running_loop().create_task(later())  # copies the context inside the block
+        with pytest.raises(UnsafeCheckpointError):
+            await spawned
+
+    asyncio.run(main())
+
+
 def test_the_bytes_checked_are_the_bytes_unpickled(tmp_path, monkeypatch):
     """A trusted file swapped for a hostile one right after the trust decision: the hostile
     content is never unpickled (the file is read once)."""
@@ -353,14 +319,14 @@ def test_the_bytes_checked_are_the_bytes_unpickled(tmp_path, monkeypatch):
     path = old_style_checkpoint(tmp_path / 'trusted.pth')
     marker = tmp_path / 'pwned_by_swap'
     hostile = old_style_checkpoint(tmp_path / 'hostile.pth', marker=marker)
-    decide = module.is_trusted
+    decide = module.trusted_by
 
-    def is_trusted_then_swap(data, identity):
-        decision = decide(data, identity)
+    def trusted_by_then_swap(data, name):
+        decision = decide(data, name)
         os.replace(hostile, path)  # the attacker wins the race on the file system
         return decision
 
-    monkeypatch.setattr(module, 'is_trusted', is_trusted_then_swap)
+    monkeypatch.setattr(module, 'trusted_by', trusted_by_then_swap)
     with trusted_checkpoints(str(path)):
         loaded = load_checkpoint_file(str(path))
     assert isinstance(loaded['meta'], collections.defaultdict) and not marker.exists()
@@ -376,6 +342,24 @@ def test_convert_tool_trusts_one_file_and_writes_plain_data(tmp_path, repo_root)
     done = subprocess.run(tool + ['--trust-sha256', digest, str(path), str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert torch.load(str(out), weights_only=True)['state_dict']['w'].sum() == 2
+    # --trust --whole: the whole checkpoint re-saved as plain data, which then loads with no trust at all
+    whole = tmp_path / 'whole.pth'
+    done = subprocess.run(tool + ['--trust', '--whole', str(path), str(whole)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'PLAIN' in plain_torch_load(whole)
+    loaded = load_checkpoint_file(str(whole))
+    assert type(loaded['meta']) is dict and loaded['state_dict']['w'].sum() == 2
+
+
+def test_whole_conversion_of_a_plain_mmengine_checkpoint_is_plain(tmp_path, repo_root):
+    plain = subprocess.run([sys.executable, '-c', tiny_runner_script(tmp_path, 1, False)], capture_output=True,
+                           text=True, env=dict(os.environ, GHOST_BACKBONES_STARTUP='0'))
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    whole = tmp_path / 'whole.pth'
+    done = subprocess.run([sys.executable, os.path.join(repo_root, 'tools', 'convert_weights.py'), '--whole',
+                           str(tmp_path / 'epoch_1.pth'), str(whole)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'PLAIN' in plain_torch_load(whole)
 
 
 @pytest.mark.parametrize('content', [b'', b'not a checkpoint at all', b'PK\x03\x04truncated zip', b'\x80\x02}q\x00'])

@@ -1,0 +1,215 @@
+"""What torch's ``weights_only`` unpickler is extended with: numpy and mmengine's HistoryBuffer as data.
+
+An mmengine Runner checkpoint written without this package holds numpy arrays, dtypes and scalars
+and mmengine's ``HistoryBuffer`` (with ``getattr(HistoryBuffer, 'min')`` and friends), which torch's
+allow-list refuses. torch also declines to allow numpy itself: ``numpy.dtype`` and
+``ndarray.__setstate__`` accept object, void and flag-carrying dtypes whose bytes a file controls.
+
+So each of those names is mapped, by :func:`torch.serialization.safe_globals`, to a rebuilder of
+ours (:data:`REBUILDERS`): numpy arrays, dtypes and scalars are rebuilt from their bytes for plain
+numeric dtypes only, a ``HistoryBuffer`` through its constructor from numbers (never its
+``__setstate__``, which updates a class-wide table), and ``getattr`` only for the statistics
+names plain mmengine writes. torch's unpickler does the rest (BUILD only on instances of allowed
+types, sparse validation, storage-only persistent ids); :func:`finalize` then turns our
+placeholders into real arrays, dtypes and HistoryBuffers.
+"""
+import re
+from collections import Counter, OrderedDict
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from .checkpoint_errors import Refused
+
+NUMERIC_KINDS = 'biufc'  # bool, signed / unsigned int, float, complex
+STATISTICS_NAMES = ('min', 'max', 'current', 'mean')  # what mmengine's HistoryBuffer registers
+
+
+# ---------------------------------------------------------------------------- numpy
+
+class NdarrayName:
+    """What the name ``numpy.ndarray`` stands for in a checkpoint: only :func:`reconstruct_array` takes it."""
+
+
+def numeric_dtype(code) -> np.dtype:
+    """A dtype from its pickled code ('f4', 'i8', ...), if it is a plain numeric one."""
+    if not isinstance(code, str) or not re.fullmatch(r'[a-zA-Z?]\d{0,2}', code):
+        raise Refused(f'numpy dtype {code!r} (only numeric dtypes are data)')
+    dtype = np.dtype(code)
+    if dtype.kind not in NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise Refused(f'numpy dtype {code!r} of kind {dtype.kind!r} (only numeric dtypes are data)')
+    return dtype
+
+
+class PendingDtype:
+    """``numpy.dtype(code, align, copy)`` then its BUILD state: checked, then a real dtype."""
+
+    def __init__(self, code, align=False, copy=True):
+        self.dtype = numeric_dtype(code)
+
+    def __setstate__(self, state) -> None:
+        # a numeric dtype's state: (3, byte order, None, None, None, -1, -1, 0); anything else
+        # (fields, names, sub-arrays, a custom item size or alignment, flags) is not plain data
+        if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3 and state[1] in '<>|='
+                and state[2:5] == (None, None, None) and state[5:] == (-1, -1, 0)):
+            raise Refused(f'numpy dtype state {state!r} (only plain numeric dtypes are data)')
+        if state[1] in '<>':
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def real_dtype(value) -> np.dtype:
+    if type(value) is not PendingDtype:
+        raise Refused(f'numpy data with dtype {value!r}')
+    return value.dtype
+
+
+class PendingArray:
+    """``_reconstruct(ndarray, ...)`` then its BUILD state: an array copied from the pickled bytes."""
+
+    array = None
+
+    def __setstate__(self, state) -> None:
+        if not (isinstance(state, tuple) and len(state) in (4, 5)):
+            raise Refused('numpy array state of unexpected form')
+        shape, dtype, fortran, raw = state[-4:]
+        dtype = real_dtype(dtype)
+        if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
+            raise Refused(f'numpy array shape {shape!r}')
+        if not isinstance(raw, (bytes, bytearray)) or len(raw) != int(np.prod(shape)) * dtype.itemsize:
+            raise Refused(f'numpy array of shape {shape} and dtype {dtype}: its data is not {dtype.itemsize}-byte '
+                          'numbers of that count')
+        self.array = np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order='F' if fortran else 'C').copy()
+
+
+def reconstruct_array(subtype, shape, code):
+    if subtype is not NdarrayName:
+        raise Refused(f'numpy _reconstruct of {subtype!r}')
+    return PendingArray()
+
+
+def make_scalar(dtype, raw):
+    dtype = real_dtype(dtype)
+    if not isinstance(raw, bytes) or len(raw) != dtype.itemsize:
+        raise Refused(f'numpy scalar of dtype {dtype} from {len(raw) if isinstance(raw, bytes) else raw!r} bytes')
+    return np.frombuffer(raw, dtype=dtype)[0].copy()
+
+
+# ---------------------------------------------------------------------------- mmengine's HistoryBuffer
+
+class StatisticsName(NamedTuple):
+    """``getattr(HistoryBuffer, 'mean')`` in a checkpoint: a name, never the function."""
+    name: str
+
+
+class HistoryBufferState:
+    """mmengine's ``HistoryBuffer`` as numbers, rebuilt with its constructor after loading."""
+
+    state = None
+
+    def __init__(self, log_history=(), count_history=(), max_length=1000000):
+        self.state = dict(_log_history=log_history, _count_history=count_history, max_length=max_length)
+
+    def __setstate__(self, state) -> None:
+        allowed = {'_log_history', '_count_history', 'max_length', 'statistics_methods'}
+        if not isinstance(state, dict) or not set(state) <= allowed:
+            raise Refused(f'HistoryBuffer state with keys {sorted(state) if isinstance(state, dict) else state!r}')
+        methods = state.get('statistics_methods', {})
+        if not (isinstance(methods, dict) and all(isinstance(v, StatisticsName) for v in methods.values())):
+            raise Refused('HistoryBuffer statistics that are not its own methods')
+        self.state = {k: v for k, v in state.items() if k != 'statistics_methods'}
+
+    def build(self):
+        from mmengine.logging import HistoryBuffer
+        if self.state is None:
+            raise Refused('a HistoryBuffer without state')
+        logs, counts = (numbers(self.state.get(key, ())) for key in ('_log_history', '_count_history'))
+        max_length = self.state.get('max_length', 1000000)
+        if type(max_length) is not int or max_length <= 0 or len(logs) != len(counts):
+            raise Refused(f'HistoryBuffer with max_length {max_length!r}, {len(logs)} values, {len(counts)} counts')
+        return HistoryBuffer(logs, counts, max_length)
+
+
+def numbers(values) -> list:
+    values = values.array if type(values) is PendingArray else values
+    values = values.tolist() if isinstance(values, np.ndarray) else values
+    if not (isinstance(values, (list, tuple)) and all(type(v) in (int, float, bool) for v in values)):
+        raise Refused('HistoryBuffer values that are not numbers')
+    return list(values)
+
+
+def statistics_reference(owner, name):
+    """The only ``getattr`` a checkpoint may use: HistoryBuffer's statistics methods, by name."""
+    from mmengine.logging import HistoryBuffer
+    names = set(STATISTICS_NAMES) | set(getattr(HistoryBuffer, '_statistics_methods', {}))
+    if owner is not HistoryBufferState or name not in names:
+        raise Refused(f'getattr({getattr(owner, "__name__", owner)!r}, {name!r})')
+    return StatisticsName(name)
+
+
+# ---------------------------------------------------------------------------- the names
+
+def rebuilders() -> dict:
+    """Each global name a data checkpoint may use beyond torch's own allow-list -> our rebuilder."""
+    names = {'numpy.ndarray': NdarrayName, 'numpy.dtype': PendingDtype,
+             'builtins.getattr': statistics_reference,
+             'mmengine.logging.history_buffer.HistoryBuffer': HistoryBufferState,
+             # instances of these are built by the rebuilders above; torch's BUILD needs their type listed
+             f'{__name__}.PendingArray': PendingArray}
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):  # numpy < 2 and >= 2
+        names[f'{module}._reconstruct'] = reconstruct_array
+        names[f'{module}.scalar'] = make_scalar
+    return names
+
+
+REBUILDERS = rebuilders()
+
+
+# ---------------------------------------------------------------------------- after loading
+
+def check_tensor(tensor: torch.Tensor) -> None:
+    """A dense tensor may not view more bytes than its storage holds (stride-0 or overlapping views
+    of a tiny storage would turn a small file into gigabytes at the first copy)."""
+    if tensor.layout is not torch.strided or tensor.is_quantized:
+        return
+    if tensor.device.type == 'meta':
+        raise Refused(f'a meta tensor of shape {tuple(tensor.shape)} (no data)')
+    needed = tensor.numel() * tensor.element_size()
+    held = tensor.untyped_storage().nbytes()
+    if needed > held:
+        raise Refused(f'a tensor of shape {tuple(tensor.shape)} and strides {tensor.stride()} viewing {needed} bytes '
+                      f'of a {held}-byte storage')
+
+
+def finalize(obj, memo: dict):
+    """Replace the placeholders of a loaded object by real arrays, dtypes and HistoryBuffers."""
+    if id(obj) in memo:
+        return memo[id(obj)]
+    kind = type(obj)
+    if kind is PendingArray:
+        if obj.array is None:
+            raise Refused('a numpy array without data')
+        result = obj.array
+    elif kind is PendingDtype:
+        result = obj.dtype
+    elif kind is HistoryBufferState:
+        result = obj.build()
+    elif kind is StatisticsName or obj is NdarrayName or isinstance(obj, type):
+        raise Refused(f'{obj!r} outside the place mmengine writes it')
+    elif kind in (dict, OrderedDict, Counter):
+        memo[id(obj)] = obj
+        for key, value in list(obj.items()):
+            obj[key] = finalize(value, memo)
+        return obj
+    elif kind is list:
+        memo[id(obj)] = obj
+        obj[:] = [finalize(item, memo) for item in obj]
+        return obj
+    elif kind in (tuple, set):
+        result = kind(finalize(item, memo) for item in obj)
+    else:
+        if isinstance(obj, torch.Tensor):
+            check_tensor(obj)
+        return obj  # tensors, numbers, strings, bytes, torch's own types
+    memo[id(obj)] = result
+    return result

@@ -1,0 +1,198 @@
+"""Bounds checked before a checkpoint is unpickled: what torch's own allow-list still lets a small
+file do.
+
+torch's ``weights_only`` unpickler allows ``bytearray(n)`` (an 857-byte file allocating
+gigabytes), sets and Counters of any hashable (a few hundred kilobytes of hash-colliding numbers
+taking minutes to insert), and reads zip entries of any compression (a deflate bomb). mmengine,
+mmdet, mmseg, timm and torch.save never write any of these, so they are refused:
+
+* the archive: a torch zip (torch >= 1.6) whose entries are stored, not compressed, each no larger
+  than the file; the legacy non-zip format is refused (its loader acts on persistent ids that
+  are not storages: torch appends a "patch" file for a ``('module', ...)`` id);
+* the pickle, read once with :func:`pickletools.genops` and a stack of *kinds* (never objects):
+  globals only from torch's allow-list and our rebuilders, less ``bytearray``; dictionary keys
+  and set / Counter elements only strings, bytes, bools, None and ints of identity hash
+  (``|i| < 2**61 - 1``); ``set`` only of a list, ``Counter`` only of a dict, ``OrderedDict``
+  only empty; ``_codecs.encode`` only to latin-1; items added only to lists and dictionaries the
+  pickle itself made.
+"""
+import io
+import pickletools
+import zipfile
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
+
+from .checkpoint_errors import Refused
+
+ZIP_MAGIC = b'PK\x03\x04'
+LEGACY_MAGIC = b'\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19'  # protocol 2, long 0x1950a86a20f9469cfc6c
+DENIED_GLOBALS = {'builtins.bytearray'}
+HASH_MODULUS = 2 ** 61 - 1  # ints below it hash to themselves: they cannot collide
+SAFE_KEY_KINDS = ('str', 'bytes', 'bool', 'none')
+
+
+class LegacyFormat(Refused):
+    """A checkpoint in torch's pre-1.6 (non-zip) format."""
+
+
+class Kind:
+    """What the scan knows of a stack item: its kind, a short value, and for lists / dicts whether
+    every element or key so far hashes without collisions."""
+
+    def __init__(self, kind: str, value=None, safe_items: bool = True, items=()):
+        self.kind, self.value, self.safe_items, self.items = kind, value, safe_items, items
+
+    def safe_key(self) -> bool:
+        if self.kind == 'int':
+            return abs(self.value) < HASH_MODULUS
+        return self.kind in SAFE_KEY_KINDS
+
+    def describe(self) -> str:
+        return f'{self.kind} {self.value!r}' if self.value is not None else self.kind
+
+
+def global_name(arg: str) -> str:
+    """``module name`` of a GLOBAL opcode, with the Python 2 names mapped as torch maps them."""
+    module, name = arg.split(' ', 1)
+    if (module, name) in NAME_MAPPING:
+        module, name = NAME_MAPPING[(module, name)]
+    elif module in IMPORT_MAPPING:
+        module = IMPORT_MAPPING[module]
+    return f'{module}.{name}'
+
+
+def scan_archive(data: bytes, allowed_globals) -> None:
+    """Check the zip directory, then the pickle, of a checkpoint held in ``data``."""
+    if data.startswith(LEGACY_MAGIC):
+        raise LegacyFormat('the legacy (pre-1.6, non-zip) torch format, whose loader acts on more than data (it can '
+                           'write files)')
+    if not data.startswith(ZIP_MAGIC):
+        raise ValueError('not a torch zip archive')
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        entries = archive.infolist()
+        for entry in entries:
+            if entry.compress_type != zipfile.ZIP_STORED:
+                raise Refused(f'the compressed zip entry {entry.filename!r} (torch.save stores entries uncompressed; '
+                              f'{entry.compress_size} bytes inflating to {entry.file_size})')
+            if entry.file_size > len(data):
+                raise Refused(f'the zip entry {entry.filename!r} declaring {entry.file_size} bytes in a '
+                              f'{len(data)}-byte file')
+        pickles = [e.filename for e in entries if e.filename.endswith('/data.pkl') and e.filename.count('/') == 1]
+        if len(pickles) != 1:
+            raise ValueError(f'{len(pickles)} data.pkl records (a torch checkpoint has one)')
+        scan_pickle(archive.read(pickles[0]), allowed_globals)
+
+
+def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
+    """Follow the pickle's opcodes with kinds on the stack; refuse what data never needs."""
+    stack, marks, memo = [], [], {}
+
+    def pop_mark():
+        nonlocal stack
+        items, stack = stack, marks.pop()
+        return items
+
+    def add_items(target: Kind, items, what: str):
+        if target.kind not in ('list', 'dict'):
+            raise Refused(f'{what} on a {target.describe()} (only on lists and dictionaries the pickle made)')
+        for item in items:
+            if target.kind == 'dict' and not item.safe_key():
+                raise Refused(f'a dictionary key of kind {item.describe()} (keys are strings and small ints)')
+            target.safe_items = target.safe_items and item.safe_key()
+
+    for opcode, arg, _ in pickletools.genops(pickle_bytes):
+        name = opcode.name
+        if name == 'GLOBAL':
+            full = global_name(arg)
+            if full in DENIED_GLOBALS or full not in allowed_globals:
+                raise Refused(f'the global {full}')
+            stack.append(Kind('global', full))
+        elif name == 'REDUCE':
+            args = stack.pop()
+            stack[-1] = reduce_kind(stack[-1], args)
+        elif name == 'NEWOBJ':
+            stack.pop()
+            cls = stack.pop()
+            stack.append(Kind('dict') if cls.kind == 'global' and cls.value in DICT_TYPES else Kind('object'))
+        elif name == 'BUILD':
+            stack.pop()
+        elif name == 'APPEND':
+            item = stack.pop()
+            add_items(stack[-1], [item], 'APPEND')
+        elif name == 'APPENDS':
+            items = pop_mark()
+            add_items(stack[-1], items, 'APPENDS')
+        elif name == 'SETITEM':
+            value, key = stack.pop(), stack.pop()
+            add_items(stack[-1], [key], 'SETITEM')
+        elif name == 'SETITEMS':
+            items = pop_mark()
+            add_items(stack[-1], items[0::2], 'SETITEMS')
+        elif name == 'MARK':
+            marks.append(stack)
+            stack = []
+        elif name == 'TUPLE':
+            items = tuple(pop_mark())
+            stack.append(Kind('tuple', items=items))
+        elif name in ('TUPLE1', 'TUPLE2', 'TUPLE3'):
+            count = int(name[-1])
+            items = tuple(stack[-count:])
+            del stack[-count:]
+            stack.append(Kind('tuple', items=items))
+        elif name == 'EMPTY_TUPLE':
+            stack.append(Kind('tuple'))
+        elif name == 'EMPTY_LIST':
+            stack.append(Kind('list'))
+        elif name == 'EMPTY_DICT':
+            stack.append(Kind('dict'))
+        elif name == 'EMPTY_SET':
+            stack.append(Kind('set'))
+        elif name in ('BININT', 'BININT1', 'BININT2', 'LONG1'):
+            stack.append(Kind('int', arg))
+        elif name == 'BINFLOAT':
+            stack.append(Kind('float'))
+        elif name in ('BINUNICODE', 'SHORT_BINSTRING'):
+            stack.append(Kind('str', arg if len(arg) <= 16 else None))
+        elif name == 'NONE':
+            stack.append(Kind('none'))
+        elif name in ('NEWTRUE', 'NEWFALSE'):
+            stack.append(Kind('bool'))
+        elif name == 'BINPERSID':
+            stack[-1] = Kind('storage')
+        elif name in ('BINGET', 'LONG_BINGET'):
+            if arg not in memo:
+                raise ValueError(f'memo entry {arg} read before it is written')
+            stack.append(memo[arg])
+        elif name in ('BINPUT', 'LONG_BINPUT'):
+            memo[arg] = stack[-1]
+        elif name in ('PROTO', 'STOP'):
+            pass
+        else:
+            raise Refused(f'the pickle opcode {name} (torch\'s data-only unpickler does not read it)')
+
+
+DICT_TYPES = ('collections.OrderedDict', 'collections.Counter')
+
+
+def reduce_kind(func: Kind, args: Kind) -> Kind:
+    """The kind of ``func(*args)``, refusing the calls of allowed names that data never makes."""
+    if func.kind != 'global':
+        return Kind('object')
+    arguments = args.items if args.kind == 'tuple' else ()
+    if func.value == 'collections.OrderedDict':
+        if arguments:
+            raise Refused('OrderedDict built from arguments (a checkpoint fills it item by item)')
+        return Kind('dict')
+    if func.value == 'collections.Counter':
+        if not (len(arguments) <= 1 and all(a.kind == 'dict' for a in arguments)):
+            raise Refused('Counter built from something other than a dictionary')
+        return Kind('dict')
+    if func.value == 'builtins.set':
+        if not (len(arguments) == 1 and arguments[0].kind == 'list' and arguments[0].safe_items):
+            raise Refused('a set of something other than strings and small ints')
+        return Kind('set')
+    if func.value == '_codecs.encode':
+        if not (len(arguments) == 2 and arguments[0].kind == 'str' and arguments[1].value in ('latin1', 'latin-1')):
+            raise Refused(f'_codecs.encode to {arguments[1].describe() if len(arguments) == 2 else "?"} '
+                          '(bytes are written as latin-1)')
+        return Kind('bytes')
+    return Kind('object')

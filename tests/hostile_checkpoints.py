@@ -1,0 +1,157 @@
+"""Hostile checkpoint files, each built in a few lines from names torch's or the package's loader
+allows: how the checkpoint tests write what an attacker would."""
+import io
+import os
+import struct
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import torch
+
+RECONSTRUCT = np._core.multiarray._reconstruct
+
+
+class Reduce:
+    """Pickles as whatever ``__reduce__`` value it is given."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __reduce__(self):
+        return self.value
+
+
+def runs(command: str) -> Reduce:
+    """A pickled call of ``os.system(command)``."""
+    return Reduce((os.system, (command,)))
+
+
+def forged_array(dtype, raw: bytes, shape=(2,)) -> Reduce:
+    return Reduce((RECONSTRUCT, (np.ndarray, (0,), b'b'), (1, shape, dtype, False, raw)))
+
+
+def forged_dtype(code, state) -> Reduce:
+    return Reduce((np.dtype, (code, False, True), state))
+
+
+# ---------------------------------------------------------------------------- pickle opcodes
+
+def text(value: str) -> bytes:
+    return b'X' + struct.pack('<I', len(value.encode())) + value.encode()  # BINUNICODE
+
+
+def glob(module: str, name: str) -> bytes:
+    return b'c' + module.encode() + b'\n' + name.encode() + b'\n'
+
+
+def long1(value: int) -> bytes:
+    raw = value.to_bytes((value.bit_length() + 8) // 8, 'little', signed=True)
+    return b'\x8a' + bytes([len(raw)]) + raw
+
+
+PROTO, STOP, EMPTY_DICT, EMPTY_LIST, MARK = b'\x80\x02', b'.', b'}', b']', b'('
+SETITEM, APPENDS, TUPLE1, TUPLE2, TUPLE3, REDUCE, BUILD = b's', b'e', b'\x85', b'\x86', b'\x87', b'R', b'b'
+
+
+def build_on(target: bytes, attribute: str, value: bytes) -> bytes:
+    """``target.__dict__.update({attribute: value})`` by the BUILD opcode, then ``{'x': target}``."""
+    return (PROTO + EMPTY_DICT + text('x') + target + EMPTY_DICT + text(attribute) + value + SETITEM + BUILD
+            + SETITEM + STOP)
+
+
+def getattr_os_system(command: str) -> bytes:
+    """``getattr(__import__('os'), 'system')(command)``."""
+    return (PROTO + glob('__builtin__', 'getattr') + glob('__builtin__', '__import__') + text('os') + TUPLE1 + REDUCE
+            + text('system') + TUPLE2 + REDUCE + text(command) + TUPLE1 + REDUCE + STOP)
+
+
+def getattr_history_buffer(name: str) -> bytes:
+    """``getattr(HistoryBuffer, name)``: allowed for the statistics names only."""
+    return PROTO + glob('__builtin__', 'getattr') + glob('mmengine.logging.history_buffer', 'HistoryBuffer') + \
+        text(name) + TUPLE2 + REDUCE + STOP
+
+
+def bytearray_bomb(size: int = 10 ** 9) -> bytes:
+    """``{'a': bytearray(size), 'b': bytearray(size)}``: a few hundred bytes asking for gigabytes."""
+    call = glob('builtins', 'bytearray') + b'J' + struct.pack('<i', size) + TUPLE1 + REDUCE
+    return PROTO + EMPTY_DICT + text('a') + call + SETITEM + text('b') + call + SETITEM + STOP
+
+
+def colliding_ints(count: int):
+    """Distinct ints of one hash (hash(k * (2**61 - 1)) == 0): quadratic to put in a set or dict."""
+    return [k * (2 ** 61 - 1) for k in range(1, count + 1)]
+
+
+def colliding_set(count: int = 40000) -> bytes:
+    """``{'s': set([...colliding ints...])}``, about 12 bytes an element."""
+    items = b''.join(long1(i) for i in colliding_ints(count))
+    return (PROTO + EMPTY_DICT + text('s') + glob('builtins', 'set') + EMPTY_LIST + MARK + items + APPENDS + TUPLE1
+            + REDUCE + SETITEM + STOP)
+
+
+def colliding_dict(count: int = 40000) -> bytes:
+    """``{colliding int: 0, ...}``."""
+    items = b''.join(long1(i) + b'K\x00' for i in colliding_ints(count))
+    return PROTO + EMPTY_DICT + MARK + items + b'u' + STOP  # SETITEMS
+
+
+def with_pickle(path, payload: bytes):
+    """A torch zip checkpoint whose data.pkl is ``payload`` (for pickles torch.save cannot write)."""
+    torch.save({'x': 1}, str(path))
+    with zipfile.ZipFile(path) as source:
+        entries = {info.filename: source.read(info.filename) for info in source.infolist()}
+    with zipfile.ZipFile(path, 'w') as target:
+        for name, data in entries.items():
+            target.writestr(name, payload if name.endswith('data.pkl') else data)
+    return path
+
+
+def deflate_bomb(path, inflated_mib: int = 256):
+    """A torch zip checkpoint with one more entry: ``inflated_mib`` MiB of zeros, deflated."""
+    torch.save({'x': 1}, str(path))
+    with zipfile.ZipFile(path, 'a', compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        prefix = archive.namelist()[0].split('/')[0]
+        with archive.open(f'{prefix}/data/0', 'w', force_zip64=True) as entry:
+            chunk = bytes(1 << 20)
+            for _ in range(inflated_mib):
+                entry.write(chunk)
+    return path
+
+
+def sparse_out_of_range(path, layout: str = 'coo'):
+    """A sparse tensor whose indices point far outside it (to_dense would write into the heap)."""
+    if layout == 'coo':
+        tensor = torch.sparse_coo_tensor(torch.tensor([[0, 10 ** 7], [0, 5]]), torch.tensor([1., 2.]), (3, 3),
+                                         check_invariants=False)
+    else:
+        tensor = torch.sparse_csr_tensor(torch.tensor([0, 1, 2]), torch.tensor([0, 10 ** 7]), torch.tensor([1., 2.]),
+                                         (2, 2), check_invariants=False)
+    torch.save({'w': tensor}, str(path))
+    return path
+
+
+LEGACY_MODULE = '''import torch
+class Victim(torch.nn.Linear):
+    dump_patches = True
+'''
+
+
+def legacy_module_checkpoint(folder):
+    """A legacy (non-zip) file with a ``('module', cls, source_file, source)`` persistent id whose
+    source differs from the module's now: torch's legacy loader writes ``Victim.patch`` in the
+    working directory for it. Returns the checkpoint's path."""
+    (folder / 'victim.py').write_text(LEGACY_MODULE)
+    path = folder / 'legacy.pth'
+    subprocess.run([sys.executable, '-c', 'import torch, victim; torch.save(victim.Victim, "legacy.pth", '
+                    '_use_new_zipfile_serialization=False)'], cwd=folder, check=True,
+                   env=dict(os.environ, PYTHONPATH=str(folder), GHOST_BACKBONES_STARTUP='0'))
+    (folder / 'victim.py').write_text(LEGACY_MODULE + '    changed = True\n')
+    return path
+
+
+def zip_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()

@@ -1,0 +1,349 @@
+"""Checkpoints are read as data, tried as an attacker would: each hostile file is built here,
+loaded in a separate process (a crash shows as its exit code), refused with
+UnsafeCheckpointError / CheckpointError naming the file and the refused thing, and nothing runs,
+nothing is written, no class changes, no memory or CPU is spent beyond a small bound."""
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from hostile_checkpoints import (EMPTY_DICT, PROTO, STOP, bytearray_bomb, build_on, colliding_dict, colliding_set,
+                                 deflate_bomb, forged_array, forged_dtype, getattr_history_buffer, getattr_os_system,
+                                 glob, legacy_module_checkpoint, runs, sparse_out_of_range, text, with_pickle)
+
+# Loads each path given through mmengine's CheckpointLoader (the plugin's loaders), then checks that
+# the process-wide state an attack would change is intact and reports its own CPU time and memory.
+LOADER = r'''
+import collections, copy, gc, json, resource, sys, time
+import torch
+import ghost_backbones
+from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+from ghost_backbones.checkpoint import CheckpointError
+HistoryBuffer()  # registers mmengine's statistics methods in the class-wide table
+layout_name = torch.serialization._get_layout.__name__
+outcome, cost = {}, {}
+for path in sys.argv[1:]:
+    rss, cpu = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.process_time()
+    try:
+        loaded = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        for value in loaded.values():
+            if torch.is_tensor(value) and value.layout != torch.strided:
+                value.to_dense()
+        copy.deepcopy(loaded)
+        outcome[path] = 'loaded'
+    except CheckpointError as error:
+        outcome[path] = f'{type(error).__name__}: {error}'
+    gc.collect()
+    cost[path] = dict(cpu_s=time.process_time() - cpu,
+                      rss_growth_mb=(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024)
+outcome['classes intact'] = (
+    copy.deepcopy(torch.ones(2)).shape == (2,) and collections.Counter('aab').most_common() == [('a', 2), ('b', 1)]
+    and torch.serialization._get_layout.__name__ == layout_name and not hasattr(torch.Tensor, 'hostile')
+    and all(HistoryBuffer._statistics_methods.get(n) is getattr(HistoryBuffer, n) for n in ('min', 'max', 'mean')))
+print(json.dumps(dict(outcome=outcome, cost=cost)))
+'''
+
+
+def load_in_subprocess(paths, cwd=None, env=None, timeout=120):
+    result = subprocess.run([sys.executable, '-c', LOADER, *map(str, paths)], capture_output=True, text=True,
+                            cwd=cwd, env=dict(os.environ, **(env or {})), timeout=timeout)
+    assert result.returncode == 0, f'the loading process died ({result.returncode}): {result.stderr[-2000:]}'
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return report['outcome'], report['cost']
+
+
+def assert_refused(outcome, path, *things):
+    message = outcome[str(path)]
+    assert message.startswith(('UnsafeCheckpointError: ', 'CheckpointError: ')), (path, message)
+    assert str(path) in message, message
+    for thing in things:
+        assert thing in message, (thing, message)
+
+
+def hostile_files(tmp_path, marker):
+    """name -> (path, what the refusal names): one of each way the old loader was broken, and more."""
+    files = {}
+
+    def saved(name, obj, thing):
+        files[name] = (tmp_path / f'{name}.pth', thing)
+        torch.save(obj, str(files[name][0]))
+
+    def raw(name, payload, thing):
+        files[name] = (with_pickle(tmp_path / f'{name}.pth', payload), thing)
+
+    # code
+    saved('os_system', {'meta': runs(f'touch {marker}')}, 'the global posix.system')
+    raw('getattr_os_system', getattr_os_system(f'touch {marker}'), 'the global builtins.__import__')
+    raw('getattr_other', getattr_history_buffer('__setstate__'), "getattr('HistoryBufferState', '__setstate__')")
+    # memory corruption: object / void dtypes, flags, sparse tensors out of range
+    saved('object_array', {'a': forged_array(np.dtype('O'), b'\x41' * 16)}, "numpy dtype 'O8'")
+    saved('void_array', {'a': forged_array(forged_dtype('V8', (3, '|', None, None, None, 8, 1, 0x3F)), b'\0' * 16)},
+          "'V8'")
+    saved('float_with_flags', {'d': forged_dtype('f8', (3, '<', None, None, None, -1, -1, 63))}, 'dtype state')
+    files['sparse_coo'] = (sparse_out_of_range(tmp_path / 'sparse_coo.pth', 'coo'), 'size is inconsistent')
+    files['sparse_csr'] = (sparse_out_of_range(tmp_path / 'sparse_csr.pth', 'csr'), 'col_indices')
+    # classes and functions rewritten for the whole process (BUILD on them)
+    size = glob('torch', 'Size')
+    raw('build_counter', build_on(glob('collections', 'Counter'), 'most_common', size), 'weights-only unpickler')
+    raw('build_function', build_on(glob('torch.serialization', '_get_layout'), '__name__', text('evil')),
+        'weights-only unpickler')
+    raw('build_tensor_class', build_on(glob('torch', 'Tensor'), 'hostile', size), 'weights-only unpickler')
+    raw('build_placeholder', build_on(glob('ghost_backbones.checkpoint_rebuild', 'PendingArray'), 'array', size),
+        'weights-only unpickler')
+    # resources: a few hundred bytes asking for gigabytes, hash collisions
+    raw('bytearray_bomb', bytearray_bomb(), 'the global builtins.bytearray')
+    raw('colliding_set', colliding_set(), 'a set of something other than strings and small ints')
+    raw('colliding_dict', colliding_dict(), 'a dictionary key of kind int')
+    files['deflate_bomb'] = (deflate_bomb(tmp_path / 'deflate_bomb.pth'), 'compressed zip entry')
+    return files
+
+
+@pytest.fixture(scope='module')
+def hostile(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('hostile')
+    marker = folder / 'pwned'
+    return folder, marker, hostile_files(folder, marker)
+
+
+def test_hostile_files_are_refused_and_nothing_runs_changes_or_costs(hostile, tmp_path):
+    folder, marker, files = hostile
+    paths = [path for path, _ in files.values()]
+    outcome, cost = load_in_subprocess(paths)
+    for name, (path, thing) in files.items():
+        assert_refused(outcome, path, thing)
+        # a few hundred kilobytes may not cost seconds of CPU or much more memory than their size
+        assert cost[str(path)]['cpu_s'] < 2.0, (name, cost[str(path)])
+        assert cost[str(path)]['rss_growth_mb'] < 64, (name, cost[str(path)])
+    assert outcome['classes intact']
+    assert not marker.exists()
+    assert max(os.path.getsize(p) for p in paths) < 600_000  # the attacks are small files
+
+
+def test_the_attacks_are_real_without_the_bounds():
+    """The DoS files do what they claim where nothing bounds them (so the test above means something)."""
+    import time
+    payload = colliding_set(8000)
+    start = time.process_time()
+    set(int(x) for x in [k * (2 ** 61 - 1) for k in range(1, 8001)])
+    assert time.process_time() - start > 0.05  # quadratic already at 8,000 elements
+    assert b'bytearray' in bytearray_bomb() and len(bytearray_bomb()) < 200 and len(payload) < 120_000
+
+
+def test_legacy_format_is_refused_and_writes_nothing(tmp_path):
+    path = legacy_module_checkpoint(tmp_path)
+    # torch's own legacy loader, unrestricted, writes the patch file: the attack is real
+    control = subprocess.run([sys.executable, '-c', 'import torch; torch.load("legacy.pth", weights_only=False)'],
+                             cwd=tmp_path, capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(tmp_path), GHOST_BACKBONES_STARTUP='0'))
+    assert control.returncode == 0 and (tmp_path / 'Victim.patch').exists(), control.stderr[-1000:]
+    (tmp_path / 'Victim.patch').unlink()
+
+    outcome, _ = load_in_subprocess([path], cwd=tmp_path, env=dict(PYTHONPATH=str(tmp_path)))
+    assert_refused(outcome, path, 'legacy (pre-1.6, non-zip)', 'convert_weights.py --trust --whole')
+    assert not list(tmp_path.glob('*.patch'))
+
+
+def test_a_fifo_is_refused_without_waiting(tmp_path):
+    fifo = tmp_path / 'checkpoint.pth'
+    os.mkfifo(fifo)
+    outcome, _ = load_in_subprocess([fifo], timeout=60)
+    assert_refused(outcome, fifo, 'not a regular file')
+
+
+PATH_TRUST = r'''
+import json, os, sys
+import ghost_backbones
+from ghost_backbones.checkpoint import CheckpointError, load_checkpoint_file
+trusted, hostile = sys.argv[1:3]
+outcome = {}
+def attempt(key, path):
+    try:
+        outcome[key] = 'loaded ' + type(load_checkpoint_file(path)['meta']).__name__
+    except CheckpointError as error:
+        outcome[key] = f'{type(error).__name__}: {error}'
+attempt('trusted', trusted)                          # pins the trusted path to its content
+os.replace(hostile, trusted)                         # the trusted path overwritten
+attempt('overwritten', trusted)
+print(json.dumps(outcome))
+'''
+
+
+def test_path_trust_is_content_trust(tmp_path):
+    from hostile_checkpoints import Reduce
+    import collections
+    trusted = tmp_path / 'trusted.pth'
+    torch.save({'meta': Reduce((collections.defaultdict, (list,)))}, str(trusted))  # needs trust: not data
+    marker = tmp_path / 'pwned'
+    hostile = tmp_path / 'hostile.pth'
+    torch.save({'meta': runs(f'touch {marker}')}, str(hostile))
+    env = dict(os.environ, GHOST_BACKBONES_TRUSTED_CHECKPOINTS=str(trusted))
+    result = subprocess.run([sys.executable, '-c', PATH_TRUST, str(trusted), str(hostile)], capture_output=True,
+                            text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome['trusted'] == 'loaded defaultdict'
+    assert outcome['overwritten'].startswith('UnsafeCheckpointError') and 'it now holds sha256' in outcome['overwritten']
+    assert not marker.exists()
+
+    # the trusted file deleted, a hostile one written elsewhere (on ext4 it often gets the freed inode)
+    os.unlink(trusted)
+    elsewhere = tmp_path / 'elsewhere.pth'
+    torch.save({'meta': runs(f'touch {marker}')}, str(elsewhere))
+    outcome, _ = load_in_subprocess([elsewhere], env={'GHOST_BACKBONES_TRUSTED_CHECKPOINTS': str(trusted)})
+    assert_refused(outcome, elsewhere, 'posix.system')
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------- every way in
+
+class Served(http.server.SimpleHTTPRequestHandler):
+    """Serves the folder; under /truncated/ it announces 100,000 bytes, sends the first 1,000 of
+    the file and hangs up."""
+
+    def do_GET(self):
+        if not self.path.startswith('/truncated/'):
+            return super().do_GET()
+        with open(os.path.join(self.directory, self.path[len('/truncated/'):]), 'rb') as f:
+            body = f.read(1000)
+        self.send_response(200)
+        self.send_header('Content-Length', '100000')
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def file_server(tmp_path):
+    """An HTTP server on 127.0.0.1 serving tmp_path/www, stopped after the test."""
+    root = tmp_path / 'www'
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), lambda *a: Served(*a, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f'http://127.0.0.1:{server.server_address[1]}'
+    server.shutdown()
+    server.server_close()
+
+
+ENTRY_POINTS = r'''
+import json, sys
+import torch
+import ghost_backbones
+from ghost_backbones import GhostNet
+from ghost_backbones.checkpoint import CheckpointError
+from mmengine.runner import Runner
+outcome = {}
+
+def runner_load_from(path):
+    import torch.nn as nn
+    from mmengine.model import BaseModel
+    class Net(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 1)
+        def forward(self, *args, **kwargs):
+            return self.linear(args[0])
+    runner = Runner(model=Net(), work_dir=sys.argv[1], load_from=path, default_scope='mmengine')
+    runner.load_or_resume()
+
+for source in sys.argv[2:]:
+    for how, load in (('load_from', lambda: runner_load_from(source)),
+                      ('init_cfg', lambda: GhostNet(init_cfg=dict(type='Pretrained', checkpoint=source)).init_weights())):
+        try:
+            load()
+            outcome[f'{how} {source}'] = 'loaded'
+        except CheckpointError as error:
+            outcome[f'{how} {source}'] = f'{type(error).__name__}: {error}'
+print(json.dumps(outcome))
+'''
+
+
+def test_every_entry_point_refuses(hostile, tmp_path, file_server):
+    """load_from, init_cfg=Pretrained, and both over http://127.0.0.1, for one file of each kind."""
+    folder, marker, files = hostile
+    root, base = file_server
+    chosen = ['os_system', 'sparse_coo', 'build_counter', 'bytearray_bomb', 'deflate_bomb']
+    sources = [str(files[name][0]) for name in chosen]
+    for name in chosen:
+        (root / f'{name}.pth').write_bytes(files[name][0].read_bytes())
+        sources.append(f'{base}/{name}.pth')
+    env = dict(os.environ, TORCH_HOME=str(tmp_path / 'torch_home'))
+    result = subprocess.run([sys.executable, '-c', ENTRY_POINTS, str(tmp_path / 'work'), *sources],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(outcome) == 2 * len(sources)
+    for key, message in outcome.items():
+        name = key.rsplit('/', 1)[-1][:-len('.pth')]
+        assert message.startswith(('UnsafeCheckpointError', 'CheckpointError')), (key, message)
+        assert f'{name}.pth' in message and files[name][1] in message, (key, message)
+    assert not marker.exists()
+
+
+def test_tools_refuse(hostile, tmp_path, repo_root):
+    """tools/demo.py, tools/convert_weights.py and tools/deploy/export_onnx.py on hostile files."""
+    from helpers import DET_CONFIG, tool
+    folder, marker, files = hostile
+    image = tmp_path / 'image.png'
+    from PIL import Image
+    Image.new('RGB', (64, 64)).save(image)
+    runs_ = {
+        'demo': [tool('demo.py'), str(image), DET_CONFIG, str(files['os_system'][0]), '--out', str(tmp_path / 'o.png')],
+        'convert': [tool('convert_weights.py'), str(files['bytearray_bomb'][0]), str(tmp_path / 'c.pth')],
+        'convert_whole': [tool('convert_weights.py'), '--whole', str(files['build_counter'][0]),
+                          str(tmp_path / 'w.pth')],
+        'export_onnx': [tool('deploy', 'export_onnx.py'), '--config', DET_CONFIG, '--checkpoint',
+                        str(files['object_array'][0]), '--out', str(tmp_path / 'm.onnx')],
+    }
+    expected = {'demo': 'posix.system', 'convert': 'builtins.bytearray', 'convert_whole': 'weights-only unpickler',
+                'export_onnx': "numpy dtype 'O8'"}
+    for name, command in runs_.items():
+        result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300)
+        assert result.returncode != 0, (name, result.stdout[-1000:])
+        assert 'UnsafeCheckpointError' in result.stderr and expected[name] in result.stderr, (name, result.stderr[-2000:])
+        assert 'Segmentation fault' not in result.stderr and result.returncode > 0
+    assert not marker.exists() and not (tmp_path / 'c.pth').exists() and not (tmp_path / 'w.pth').exists()
+
+
+def test_truncated_download_is_not_cached(tmp_path, file_server):
+    root, base = file_server
+    good = tmp_path / 'good.pth'
+    torch.save({'value': torch.arange(3.)}, str(good))
+    (root / 'good.pth').write_bytes(good.read_bytes())
+    cache = tmp_path / 'torch_home' / 'hub' / 'checkpoints'
+    script = ('import json, sys, ghost_backbones\n'
+              'from mmengine.runner.checkpoint import CheckpointLoader\n'
+              'from ghost_backbones.checkpoint import CheckpointError\n'
+              'try:\n    print(CheckpointLoader.load_checkpoint(sys.argv[1])["value"].tolist())\n'
+              'except CheckpointError as error:\n    print("CheckpointError:", error)\n')
+    env = dict(os.environ, TORCH_HOME=str(tmp_path / 'torch_home'))
+    cut = subprocess.run([sys.executable, '-c', script, f'{base}/truncated/good.pth'], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert 'ended after 1000 of 100000 bytes' in cut.stdout, cut.stdout + cut.stderr[-2000:]
+    assert not (cache / 'good.pth').exists() and not [p for p in cache.iterdir() if p.is_file()]
+
+    # a truncated file already in the cache (as an older downloader left it) is fetched again
+    (cache / 'good.pth').write_bytes(good.read_bytes()[:1000])
+    again = subprocess.run([sys.executable, '-c', script, f'{base}/good.pth'], capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert again.stdout.strip().splitlines()[-1] == '[0.0, 1.0, 2.0]', again.stdout + again.stderr[-2000:]
+    assert (cache / 'good.pth').read_bytes() == good.read_bytes()
+
+
+def test_a_legitimate_file_beside_the_hostile_ones_loads(hostile, tmp_path):
+    good = tmp_path / 'good.pth'
+    torch.save({'state_dict': {'w': torch.arange(4.)}, 'meta': {'epoch': 3, 'seed': np.int64(5)},
+                'array': np.arange(3, dtype=np.float32)}, str(good))
+    folder, marker, files = hostile
+    outcome, _ = load_in_subprocess([files['os_system'][0], good, files['bytearray_bomb'][0]])
+    assert outcome[str(good)] == 'loaded' and outcome['classes intact']
+    assert_refused(outcome, files['os_system'][0], 'posix.system')
