@@ -6,9 +6,10 @@ Two things besides the package:
   torchvision for mmcv-lite, and ``ghost_backbones::`` config inheritance (see that package). The
   ``.pth`` file goes to site-packages in the wheel and in editable installs, so that mmdet's and
   mmseg's own tools get both before they read a config.
-* ``configs/`` and ``model-index.yml`` ship inside the package as ``ghost_backbones/.mim/``
+* ``configs/``, ``tools/`` and ``model-index.yml`` ship inside the package as ``ghost_backbones/.mim/``
   (OpenMMLab's layout), so that ``_base_ = 'ghost_backbones::ghostnet/...'`` resolves in an
-  installed wheel; in a checkout ``ghost_backbones/.mim`` holds links to them.
+  installed wheel and ``mim train / test ghost_backbones CONFIG`` find ``.mim/tools/train.py`` /
+  ``test.py``; in a checkout ``ghost_backbones/.mim`` holds links to them.
 
 mmcv is not in install_requires: mmcv-lite 2.1.0 (default) or a compiled mmcv 2.1.0 is chosen by
 ``tools/setup_env.sh`` (see README, "Set-up").
@@ -32,14 +33,19 @@ def read_version():
 
 
 class BuildPyWithPthAndConfigs(build_py):
-    """Adds the ``.pth`` at the wheel's top level and ``configs/`` as ``ghost_backbones/.mim/configs``."""
+    """Adds the ``.pth`` at the wheel's top level, ``configs/`` and ``tools/`` as ``ghost_backbones/.mim/``
+    ``configs`` and ``tools`` (what mim reads), and the model index."""
 
     def run(self):
         super().run()
         self.copy_file(osp.join(HERE, PTH), osp.join(self.build_lib, PTH))
         if not self.editable_mode:  # (a checkout links ghost_backbones/.mim to these)
             mim = osp.join(self.build_lib, 'ghost_backbones', '.mim')
-            self.copy_tree(osp.join(HERE, 'configs'), osp.join(mim, 'configs'))
+            for folder in ('configs', 'tools'):
+                if osp.isdir(osp.join(mim, folder)):  # a rebuild: files removed since must not stay
+                    shutil.rmtree(osp.join(mim, folder))
+                shutil.copytree(osp.join(HERE, folder), osp.join(mim, folder),
+                                ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
             self.copy_file(osp.join(HERE, 'model-index.yml'), osp.join(mim, 'model-index.yml'))
 
     def get_outputs(self, include_bytecode=1):

@@ -21,6 +21,10 @@ changes nothing until the modules concerned are imported:
   ``_scope_='<package>'``; built in that scope, mmdet's / mmseg's / mmpretrain's types of our
   configs are not found. A ``ghost_backbones::`` base is tagged with its own ``default_scope``
   instead (:func:`scope_bases_by_default_scope`).
+* ``mim.utils.utils``, ``mim.commands.list`` (openmim 0.3.x): mim finds a package as
+  ``<distribution location>/<package>`` too; for the editable install ``mim search`` / ``train`` /
+  ``test ghost_backbones`` get the imported package's folder, and ``mim list`` lists the package
+  (:func:`locate_mim_package`, :func:`listing_editable_install`).
 
 Set ``GHOST_BACKBONES_STARTUP=0`` to turn them all off.
 """
@@ -30,6 +34,7 @@ from . import mmcv_ext
 from .post_import import when_imported
 
 SWITCH = 'GHOST_BACKBONES_STARTUP'
+PATCHED = '_ghost_backbones_patch'  # marks our replacements (``__wrapped__`` alone may be a decorator's)
 PACKAGE = 'ghost_backbones'
 
 
@@ -41,14 +46,12 @@ def register_config_scope(config_utils) -> None:
 def find_package_folder(get_installed_path):
     """``get_installed_path`` that answers ``ghost_backbones`` with the folder Python imports it from."""
     def get_installed_path_of(package: str) -> str:
-        if package != PACKAGE:
+        if package.replace('-', '_') != PACKAGE:
             return get_installed_path(package)
-        import importlib.util
-        spec = importlib.util.find_spec(PACKAGE)
-        if spec is None or spec.origin is None:
-            return get_installed_path(package)
-        return os.path.dirname(spec.origin)
+        folder = package_folder()
+        return get_installed_path(package) if folder is None else folder
     get_installed_path_of.__wrapped__ = get_installed_path
+    setattr(get_installed_path_of, PATCHED, True)
     return get_installed_path_of
 
 
@@ -57,7 +60,7 @@ def locate_config_package(module) -> None:
     mmengine.config.config or mmengine.hub.hub, each holding its own reference to mmengine's
     ``get_installed_path`` (mmengine 0.10.7: config.py line 29, hub/hub.py line 11)."""
     original = module.get_installed_path
-    if not hasattr(original, '__wrapped__'):
+    if not getattr(original, PATCHED, False):
         module.get_installed_path = find_package_folder(original)
 
 
@@ -82,7 +85,7 @@ def scope_bases_by_default_scope(config_module) -> None:
         return
     config_class = config_module.Config
     original = config_class.__dict__.get('_dict_to_config_dict')
-    if not isinstance(original, staticmethod) or hasattr(original.__func__, '__wrapped__'):
+    if not isinstance(original, staticmethod) or getattr(original.__func__, PATCHED, False):
         return
     to_config_dict = original.__func__
 
@@ -91,7 +94,85 @@ def scope_bases_by_default_scope(config_module) -> None:
             scope = cfg.get('default_scope') if isinstance(cfg, dict) else None
         return to_config_dict(cfg, scope, has_scope)
     _dict_to_config_dict.__wrapped__ = to_config_dict
+    setattr(_dict_to_config_dict, PATCHED, True)
     config_class._dict_to_config_dict = staticmethod(_dict_to_config_dict)
+
+
+def package_folder():
+    """The folder Python imports ghost_backbones from, or None."""
+    import importlib.util
+    spec = importlib.util.find_spec(PACKAGE)
+    return None if spec is None or spec.origin is None else os.path.dirname(spec.origin)
+
+
+def is_openmim_03():
+    from mim.version import __version__
+    return __version__.startswith('0.3.')
+
+
+def locate_mim_package(mim_utils) -> None:
+    """openmim 0.3.x (0.3.9 the latest; mim/utils/utils.py line 308): ``get_installed_path`` answers
+    ``<distribution location>/<package>``, site-packages for a PEP 660 editable install, where
+    ``mim search ghost_backbones`` looked for ``model-index.yml`` and ``mim train`` / ``test`` for
+    ``.mim/tools``. Replaced before ``mim.utils`` hands it on, for ghost_backbones only."""
+    if is_openmim_03():
+        locate_config_package(mim_utils)
+
+
+def listing_editable_install(list_package):
+    """openmim 0.3.x (mim/commands/list.py line 31): ``list_package`` shows the packages with a
+    ``.mim/model-index.yml`` under ``<distribution location>/<package>``: an editable install of ours
+    is left out. This one adds it as mim lists it from a wheel (name, version, home page)."""
+    if getattr(list_package, PATCHED, False):
+        return list_package
+
+    def list_package_and_ours(all: bool = False):
+        rows = list_package(all=all)
+        folder = package_folder()
+        if all or folder is None or not os.path.isfile(os.path.join(folder, '.mim', 'model-index.yml')):
+            return rows
+        import pkg_resources  # what mim reads the installed distributions with (imported by mim already)
+        try:
+            distribution = pkg_resources.get_distribution(PACKAGE)
+        except pkg_resources.DistributionNotFound:
+            return rows
+        if any(row[0] == distribution.project_name for row in rows):
+            return rows
+        home_page = None
+        if distribution.has_metadata('METADATA'):
+            from email.parser import Parser
+            home_page = Parser().parsestr(distribution.get_metadata('METADATA')).get('home-page')
+        rows.append((distribution.project_name, distribution.version, home_page))
+        rows.sort(key=lambda row: row[0])
+        return rows
+    list_package_and_ours.__wrapped__ = list_package
+    setattr(list_package_and_ours, PATCHED, True)
+    return list_package_and_ours
+
+
+def list_editable_install(mim_list) -> None:
+    """``mim.list_package`` (the API) lists our editable install."""
+    if is_openmim_03():
+        mim_list.list_package = listing_editable_install(mim_list.list_package)
+
+
+def list_editable_install_in_cli(mim_cli) -> None:
+    """``mim list`` (the command) lists our editable install. openmim 0.3.x's command line does not
+    import its command modules: ``MIM.get_command`` (mim/cli.py line 41) evaluates each file's source
+    in a namespace of its own, so the ``list_package`` the command calls is replaced there."""
+    if not is_openmim_03() or getattr(mim_cli.MIM.get_command, PATCHED, False):
+        return
+    get_command = mim_cli.MIM.get_command
+
+    def get_command_listing_ours(self, ctx, name):
+        command = get_command(self, ctx, name)
+        namespace = getattr(getattr(command, 'callback', None), '__globals__', {})
+        if 'list_package' in namespace and namespace.get('__name__') != 'mim.commands.list':
+            namespace['list_package'] = listing_editable_install(namespace['list_package'])
+        return command
+    get_command_listing_ours.__wrapped__ = get_command
+    setattr(get_command_listing_ours, PATCHED, True)
+    mim_cli.MIM.get_command = get_command_listing_ours
 
 
 def install() -> None:
@@ -103,3 +184,6 @@ def install() -> None:
     when_imported('mmengine.config.config', locate_config_package)
     when_imported('mmengine.config.config', scope_bases_by_default_scope)
     when_imported('mmengine.hub.hub', locate_config_package)
+    when_imported('mim.utils.utils', locate_mim_package)
+    when_imported('mim.commands.list', list_editable_install)
+    when_imported('mim.cli', list_editable_install_in_cli)

@@ -1,12 +1,16 @@
 """OpenMMLab's own client APIs and tools on our configs, called the way their documentation shows
 (issue 24): mmseg's init_model / inference_model, mmengine's hub, mim."""
 import os.path as osp
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import CONFIGS, SEG_CONFIG
+from helpers import CONFIGS, ROOT, SEG_CONFIG
+
+MIM = osp.join(osp.dirname(sys.executable), 'mim')
 
 SEG_CONFIGS = [SEG_CONFIG, osp.join(CONFIGS, 'synthetic', 'deeplabv3_ghostnet-1.0x-d8_synthetic-160.py')]
 
@@ -48,3 +52,55 @@ def test_mmseg_inference_model_scores_like_tools_test(trained_fpn, synthetic):
     ours, reference = mean_iou(pairs, num_classes=4), trained_fpn['metrics']['mIoU']
     print(f'\nmIoU: tools/test.py {reference:.2f}, mmseg inference_model {ours:.2f}')
     assert abs(ours - reference) <= 1.0
+
+
+def mim(*args, cwd=None):
+    """openmim's command line (the ``mim`` script of this environment); its output."""
+    result = subprocess.run([MIM, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_mim_lists_and_searches_the_editable_install():
+    """mim 0.3.9 looked for the package under site-packages (where a PEP 660 editable install puts
+    only its metadata): ``mim list`` left it out, ``mim search`` failed; and it died on the metafiles'
+    ``Input Size: [160, 160]``."""
+    assert 'ghost-backbones' in mim('list').split()
+    found = mim('search', 'ghost_backbones')
+    assert 'config id: ssdlite_ghostnet-1.0x_synthetic-160' in found
+    assert 'config id: ghostnet-v3-1.0x_8xb128_in1k' in found
+    assert '160x160' in found and '800x1333' in found
+
+
+@pytest.fixture(scope='module')
+def tiny_detection_config(tmp_path_factory):
+    """The synthetic SSDLite config pointed at a two-image set, one training iteration."""
+    folder = tmp_path_factory.mktemp('mim')
+    from ghost_backbones.apps.datasets import make_synthetic
+    make_synthetic(str(folder / 'data'), num_train=2, num_val=1, image_size=160, seed=4)
+    root = str(folder / 'data' / 'coco') + '/'
+    config = folder / 'my_ssdlite.py'
+    config.write_text(
+        "_base_ = 'ghost_backbones::synthetic/ssdlite_ghostnet-1.0x_synthetic-160.py'\n"
+        f"data_root = {root!r}\n"
+        "train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root))\n"
+        "val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root))\n"
+        "test_dataloader = val_dataloader\n"
+        "val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')\n"
+        "test_evaluator = val_evaluator\n"
+        "train_cfg = dict(max_epochs=1, val_interval=10)\n")
+    return str(config)
+
+
+@pytest.mark.slow
+def test_mim_trains_and_tests_with_the_packages_tools(tiny_detection_config, tmp_path):
+    """``mim train ghost_backbones CONFIG`` / ``mim test ghost_backbones CONFIG --checkpoint`` run
+    ``ghost_backbones/.mim/tools/train.py`` / ``test.py`` (missing before: mim had no script to run)."""
+    work_dir = tmp_path / 'work'
+    log = mim('train', 'ghost_backbones', tiny_detection_config, '--work-dir', work_dir, cwd=str(tmp_path))
+    assert osp.join(ROOT, 'ghost_backbones', '.mim', 'tools', 'train.py') in log
+    checkpoint = work_dir / 'epoch_1.pth'
+    assert checkpoint.is_file(), log[-2000:]
+    log = mim('test', 'ghost_backbones', tiny_detection_config, '--checkpoint', checkpoint, '--work-dir', work_dir,
+              cwd=str(tmp_path))
+    assert 'coco/bbox_mAP' in log, log[-2000:]

@@ -67,6 +67,10 @@ fi
 step "OpenMMLab packages, timm, pycocotools, onnx, test tools"
 "${PIP[@]}" -q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" "mmpretrain==1.2.0" ftfy regex \
   "timm>=1.0" pycocotools onnx onnxruntime pytest matplotlib
+# openmim (mim list / search / train / test ghost_backbones; tests/test_clients.py runs them) without its
+# opendatalab dependency (only for `mim download --dataset`), which would pin setuptools 60 and requests 2.28
+"${PIP[@]}" -q --no-deps "openmim==0.3.9"
+"${PIP[@]}" -q click colorama model-index pandas requests rich tabulate
 
 # ---- mmcv 2.1.0 ------------------------------------------------------------------------------
 mmcv_kind() { "$PY" - <<'PY' 2>/dev/null || echo none

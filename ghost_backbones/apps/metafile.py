@@ -3,7 +3,14 @@
 read about ``ghost_backbones::`` configs. Parameters and FLOPs are counted from the configs
 (:func:`ghost_backbones.apps.analysis.config_info`); results are those measured on the
 built-in synthetic data (none of the real-data configs was trained here: their published
-anchors are given as notes)."""
+anchors are given as notes).
+
+What the readers need (issue 24): ``Input Size`` is a string, ``HEIGHTxWIDTH`` (mim 0.3.9's
+``search`` lower-cases list items, and dies on numbers); every model has a ``Weights`` key, because
+mmengine 0.10.7's inferencers read it unconditionally (``BaseInferencer._load_model_from_metafile``,
+mmengine/infer/infer.py line 390). No checkpoint of ours is published, so it is ``null``: a model
+named from the index is built with random weights (mmengine warns so) unless ``weights=`` is given,
+and ``mim search`` shows no weight."""
 import os.path as osp
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -28,6 +35,7 @@ class Entry(NamedTuple):
     size: Tuple[int, int]        # (height, width) that FLOPs are counted at
     note: str = ''
     metrics: Optional[Dict[str, float]] = None
+    weights: Optional[str] = None  # URL or path of a published checkpoint (none yet)
 
 
 SYNTHETIC = 'Synthetic shapes (ghost_backbones, 2-core CPU)'
@@ -64,14 +72,20 @@ ENTRIES = [
 def model_entry(entry: Entry, counts: Optional[Dict[str, int]]) -> dict:
     name = osp.splitext(osp.basename(entry.config))[0]
     model = {'Name': name, 'In Collection': COLLECTION['Name'], 'Config': f'configs/{entry.config}',
-             'Metadata': {'Training Data': entry.dataset, 'Input Size': list(entry.size)}}
+             'Metadata': {'Training Data': entry.dataset, 'Input Size': input_size(entry.size)}}
     if counts:
         model['Metadata'].update(Parameters=counts['params'], FLOPs=counts['flops'])
     if entry.metrics:
         model['Results'] = [{'Task': entry.task, 'Dataset': entry.dataset, 'Metrics': dict(entry.metrics)}]
     if entry.note:
         model['Notes'] = entry.note
+    model['Weights'] = entry.weights
     return model
+
+
+def input_size(size: Tuple[int, int]) -> str:
+    """(height, width) as the model index writes it: ``'160x160'``, ``'800x1333'``."""
+    return f'{size[0]}x{size[1]}'
 
 
 def count(entry: Entry) -> Dict[str, int]:
@@ -87,7 +101,8 @@ def metafile(entries: List[Entry], with_counts: bool = True) -> dict:
 def write(path: str, entries: List[Entry]) -> str:
     with open(path, 'w') as f:
         f.write('# Written by tools/analysis/make_metafile.py: parameters and FLOPs counted from the configs\n'
-                '# (FLOPs: multiply-adds of one image of Input Size, up to the raw head outputs).\n')
+                '# (FLOPs: multiply-adds of one image of Input Size, height x width, up to the raw head outputs).\n'
+                '# Weights: null: no checkpoint of these configs is published.\n')
         yaml.safe_dump(metafile(entries), f, sort_keys=False, width=120)
     return path
 

@@ -232,6 +232,21 @@ def test_inherit_with_a_built_wheel(user_configs, wheel_environment, package, tm
     train_with_upstream_tools(python, package, user_configs[package], str(tmp_path / 'work'))
 
 
+@pytest.mark.slow
+def test_the_wheel_ships_what_mim_reads(wheel_environment):
+    """``.mim/tools/train.py`` and ``test.py`` (``mim train / test ghost_backbones``) are in the wheel,
+    and mim lists and searches the installed wheel (its metafiles' ``Input Size`` are strings)."""
+    python, site = wheel_environment
+    tools = osp.join(site, 'ghost_backbones', '.mim', 'tools')
+    assert osp.isfile(osp.join(tools, 'train.py')) and osp.isfile(osp.join(tools, 'test.py'))
+    assert not osp.islink(tools)  # a copy, not a link into this checkout
+    mim = [python, '-c', 'from mim.cli import cli; cli()']
+    listed = subprocess.run(mim + ['list'], capture_output=True, text=True, cwd='/')
+    assert 'ghost-backbones' in listed.stdout.split(), listed.stdout + listed.stderr[-2000:]
+    found = subprocess.run(mim + ['search', 'ghost_backbones'], capture_output=True, text=True, cwd='/')
+    assert 'config id: fpn_ghostnet-1.0x_synthetic-160' in found.stdout, found.stdout + found.stderr[-2000:]
+
+
 def test_the_model_index_describes_every_config():
     """model-index.yml imports the metafiles; each real and synthetic config is an entry whose
     config exists; modelindex (what mim uses) reads it."""
@@ -245,6 +260,12 @@ def test_the_model_index_describes_every_config():
         for model in yaml.safe_load(f)['Models']:
             assert osp.isfile(osp.join(ROOT, model['Config'])), model['Config']
             assert model['Metadata']['Parameters'] > 0 and model['Metadata']['FLOPs'] > 0
+    for model in index.models:  # what mim search and mmengine's inferencers read
+        height, width = model.metadata.data['Input Size'].split('x')
+        assert int(height) > 0 and int(width) > 0, model.name
+    for folder in ('ghostnet', 'synthetic'):
+        with open(osp.join(ROOT, 'configs', folder, 'metafile.yml')) as f:
+            assert all('Weights' in model for model in yaml.safe_load(f)['Models'])
 
 
 @pytest.mark.slow
