@@ -104,11 +104,13 @@ def last_checkpoint(work_dir: str) -> str:
 
 
 def local_checkpoint(checkpoint: Optional[str]) -> bool:
-    """Whether mmengine reads ``checkpoint`` as a local file (not https://, s3://, open-mmlab://, ...)."""
+    """Whether mmengine reads ``checkpoint`` as a local file (not https://, s3://, open-mmlab://, a hub name, ...)."""
     from mmengine.runner.checkpoint import CheckpointLoader
 
     from ..checkpoint_sources import load_from_local
-    return bool(checkpoint) and CheckpointLoader._get_checkpoint_loader(checkpoint) is load_from_local
+    from ..hub_weights import hub_name
+    return (bool(checkpoint) and CheckpointLoader._get_checkpoint_loader(checkpoint) is load_from_local
+            and hub_name(checkpoint) is None)
 
 
 def check_inputs(cfg: Config, sample: Optional[int] = None) -> None:

@@ -30,7 +30,7 @@ def test_unreadable_checkpoint_for_load_from_and_resume(small_data, tmp_path, co
 
 @pytest.mark.parametrize('source', ['https://example.org/x.pth', 'open-mmlab://resnet50_caffe', 'openmmlab://x',
                                     'mmcls://x', 's3://bucket/x.pth', 'pavi://x', 'modelzoo://resnet50',
-                                    'torchvision://resnet50'])
+                                    'torchvision://resnet50', 'timm/ghostnet_100.in1k', 'hf-hub:timm/ghostnet_100.in1k'])
 def test_the_pre_check_leaves_remote_checkpoints_to_the_runner(small_data, source):
     """Only local files are read ahead; the Runner reads the others (as data, see compat)."""
     assert not runtime.local_checkpoint(source)
