@@ -233,9 +233,9 @@ def test_inherit_with_a_built_wheel(user_configs, wheel_environment, package, tm
 
 
 @pytest.mark.slow
-def test_the_wheel_ships_what_mim_reads(wheel_environment):
-    """``.mim/tools/train.py`` and ``test.py`` (``mim train / test ghost_backbones``) are in the wheel,
-    and mim lists and searches the installed wheel (its metafiles' ``Input Size`` are strings)."""
+def test_the_wheel_ships_what_mim_reads(user_configs, wheel_environment, tmp_path):
+    """``.mim/tools/train.py`` and ``test.py`` are in the wheel: ``mim train / test ghost_backbones``
+    run them; and mim lists and searches the installed wheel (its metafiles' ``Input Size`` are strings)."""
     python, site = wheel_environment
     tools = osp.join(site, 'ghost_backbones', '.mim', 'tools')
     assert osp.isfile(osp.join(tools, 'train.py')) and osp.isfile(osp.join(tools, 'test.py'))
@@ -245,6 +245,15 @@ def test_the_wheel_ships_what_mim_reads(wheel_environment):
     assert 'ghost-backbones' in listed.stdout.split(), listed.stdout + listed.stderr[-2000:]
     found = subprocess.run(mim + ['search', 'ghost_backbones'], capture_output=True, text=True, cwd='/')
     assert 'config id: fpn_ghostnet-1.0x_synthetic-160' in found.stdout, found.stdout + found.stderr[-2000:]
+    work_dir = str(tmp_path / 'work')
+    trained = subprocess.run(mim + ['train', 'ghost_backbones', user_configs['mmdet'], '--work-dir', work_dir],
+                             capture_output=True, text=True, cwd=str(tmp_path))
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
+    assert osp.join(tools, 'train.py') in trained.stdout and 'Epoch(train) [1][1/1]' in trained.stdout + trained.stderr
+    tested = subprocess.run(mim + ['test', 'ghost_backbones', user_configs['mmdet'], '--checkpoint',
+                                   osp.join(work_dir, 'epoch_1.pth'), '--work-dir', work_dir],
+                            capture_output=True, text=True, cwd=str(tmp_path))
+    assert tested.returncode == 0 and 'coco/bbox_mAP' in tested.stdout + tested.stderr, tested.stderr[-3000:]
 
 
 def test_the_model_index_describes_every_config():
