@@ -171,29 +171,82 @@ def dataset_metainfo(cfg) -> dict:
     return dict(classes=classes, palette=palette)
 
 
-def preprocessing_spec(cfg, size=None) -> dict:
-    """What the standalone runner needs to feed the network as mmdet / mmseg do: input size
-    (height, width) and resize mode ('exact', or 'fit' keeping the aspect ratio, then padding),
-    mean / std and channel order of the data preprocessor, and the class names and palette."""
-    resize = next((t for t in test_pipeline(cfg) if t['type'] in ('Resize', 'RandomResize')), None)
+def preprocessing_spec(cfg, size=None, clip_boxes: bool = True) -> dict:
+    """What the standalone runner needs to feed the network as mmdet / mmseg do, read from the
+    test pipeline and the data preprocessor, in the order they apply:
+
+    * ``resize``: 'exact' (to ``resize_size``, height and width) or 'keep_ratio' (mmcv's
+      ``imrescale``: the largest factor that keeps the long edge within max(``resize_size``) and
+      the short edge within min(``resize_size``), sizes rounded as mmcv rounds them; an image
+      that would not fit ``input_size`` so, only possible with an oblong ``resize_size``, is
+      scaled to fit it instead); bilinear as OpenCV;
+    * ``pad``: the pipeline's ``Pad`` on the resized image, before normalisation: ``mode`` 'size'
+      (to ``size``, height and width), 'square' (to its longer edge), optionally then 'divisor';
+      ``value`` per channel of the loaded (BGR) image; absent when the pipeline has none;
+    * ``mean`` / ``std`` / ``channel_order`` of the data preprocessor, then its batch padding to
+      the network input (``input_size``, height and width, rounded up to its ``pad_size_divisor``)
+      with ``pad_value``, after normalisation;
+    * ``clip_boxes``: whether mmdet clips the detector's boxes (the runner then clips them to the
+      original image); the class names and palette.
+
+    ``size`` (H, W) exports at another size: the resize goes to it (and a fixed-size Pad too)."""
+    pipeline = test_pipeline(cfg)
+    resize = next((t for t in pipeline if t['type'] in ('Resize', 'RandomResize')), None)
+    pad = next((t for t in pipeline if t['type'] == 'Pad'), None)
     preprocessor = cfg.model.data_preprocessor
+    divisor = int(preprocessor.get('pad_size_divisor', 1) or 1)
+    if resize is not None and resize.get('interpolation', 'bilinear') != 'bilinear':
+        raise ValueError(f'the runner resizes bilinearly, the test pipeline with {resize["interpolation"]}')
     if size is not None:
-        input_size = (size, size) if isinstance(size, int) else tuple(size)
+        resize_size = (size, size) if isinstance(size, int) else tuple(size)
     elif resize is not None:
-        input_size = (resize['scale'][1], resize['scale'][0])  # mmcv scales are (width, height)
+        resize_size = (resize['scale'][1], resize['scale'][0])  # mmcv scales are (width, height)
     elif preprocessor.get('size'):
-        input_size = tuple(preprocessor['size'])
+        resize_size = tuple(preprocessor['size'])
     else:
         raise ValueError('the test pipeline has no Resize and the data preprocessor no size: give --size')
+    keep_ratio = resize is not None and resize.get('keep_ratio', False)
+    # keep_ratio with a square scale: every rescaled image fits the input, as in mmdet; with an
+    # oblong one (1333 x 800) an image of the other orientation does not, and the runner then
+    # scales it down to fit (the one case that differs from mmdet's pipeline)
+    input_size = resize_size
+    pad_spec = None
+    if pad is not None:
+        value = pad.get('pad_val', dict(img=0))
+        value = value.get('img', 0) if isinstance(value, dict) else value
+        value = [float(value)] * 3 if isinstance(value, (int, float)) else list(map(float, value))
+        if pad.get('padding_mode', 'constant') != 'constant':
+            raise ValueError(f'the runner pads with a constant, the test pipeline with {pad["padding_mode"]}')
+        pad_spec = dict(value=value)
+        if pad.get('pad_to_square', False):
+            pad_spec.update(mode='square')
+            input_size = (max(input_size), max(input_size))
+        elif pad.get('size') is not None and pad.get('size_divisor') is None:
+            pad_size = tuple(size if isinstance(size, (tuple, list)) else (size, size)) \
+                if size is not None else (pad['size'][1], pad['size'][0])
+            pad_spec.update(mode='size', size=list(map(int, pad_size)))
+            input_size = tuple(max(a, b) for a, b in zip(input_size, pad_size))
+        else:
+            pad_spec.update(mode='none')
+        if pad.get('size_divisor') is not None:
+            pad_spec.update(divisor=int(pad['size_divisor']))
+            input_size = tuple(-(-s // pad['size_divisor']) * pad['size_divisor'] for s in input_size)
+    input_size = tuple(-(-int(s) // divisor) * divisor for s in input_size)
     rgb = preprocessor.get('bgr_to_rgb', preprocessor.get('to_rgb', False))
-    return dict(task='detection' if cfg.default_scope == 'mmdet' else 'segmentation',
+    spec = dict(task='detection' if cfg.default_scope == 'mmdet' else 'segmentation',
                 input_size=list(map(int, input_size)),
-                resize='fit' if resize is not None and resize.get('keep_ratio', False) else 'exact',
-                mean=list(map(float, preprocessor.get('mean', [0, 0, 0]))),
-                std=list(map(float, preprocessor.get('std', [1, 1, 1]))),
+                resize='keep_ratio' if keep_ratio else 'exact',
+                resize_size=list(map(int, resize_size)),
+                mean=list(map(float, preprocessor.get('mean') or [0, 0, 0])),
+                std=list(map(float, preprocessor.get('std') or [1, 1, 1])),
                 channel_order='rgb' if rgb else 'bgr',
                 pad_value=float(preprocessor.get('pad_value', preprocessor.get('pad_val', 0))),
                 **dataset_metainfo(cfg))
+    if pad_spec is not None:
+        spec['pad'] = pad_spec
+    if spec['task'] == 'detection':
+        spec['clip_boxes'] = bool(clip_boxes)
+    return spec
 
 
 def write_metadata(path: str, spec: dict) -> None:
@@ -210,8 +263,8 @@ def export_end2end(config: str, checkpoint: Optional[str], out: str, size=None, 
 
     from .end2end import end2end
     cfg = Config.fromfile(config)
-    spec = preprocessing_spec(cfg, size)
     module = end2end(deploy_backbone(build_from_config(config, checkpoint))).eval()
+    spec = preprocessing_spec(cfg, size, getattr(module, 'clips_boxes', True))
     names = ['boxes', 'scores', 'labels'] if spec['task'] == 'detection' else ['labels']
     export_onnx(module, torch.zeros(1, 3, *spec['input_size']), out, names, opset)
     write_metadata(out, spec)

@@ -13,11 +13,13 @@ from PIL import Image
 
 from ghost_backbones.apps.datasets import make_synthetic
 from ghost_backbones.apps.deploy import build_from_config, export_end2end
-from ghost_backbones.apps.end2end import NonMaxSuppression, end2end
+from ghost_backbones.apps.end2end import NonMaxSuppression, end2end, top_detections
 from helpers import CONFIGS, DET_CONFIG, SEG_CONFIG, calibrate_bn, tool
 
 YOLO_CONFIG = osp.join(CONFIGS, 'synthetic', 'yolov3_ghostnet-1.0x_synthetic-160.py')
 RETINANET_CONFIG = osp.join(CONFIGS, 'ghostnet', 'retinanet_ghostnet-1.0x_fpn_1x_coco.py')
+RTMDET_CONFIG = osp.join(CONFIGS, 'synthetic', 'rtmdet_ghostnet-1.0x_synthetic-160.py')
+YOLOX_CONFIG = osp.join(CONFIGS, 'synthetic', 'yolox_ghostnet-1.0x_synthetic-160.py')
 RUNNER = tool('deploy', 'onnx_infer.py')
 
 
@@ -83,6 +85,182 @@ def matched_detections(ours, theirs) -> int:
                 matched += 1
                 break
     return matched
+
+
+class TopOnly(torch.nn.Module):
+    """NMS and the fixed-size output of the end-to-end graph, on given boxes and scores."""
+
+    def forward(self, boxes, scores):
+        return top_detections(boxes, scores, NonMaxSuppression.apply(boxes, scores, 4, 0.5, 0.0), 4)
+
+
+@pytest.mark.parametrize('empty', [0, 1])
+def test_empty_slots_carry_zeros_in_every_image(empty, tmp_path):
+    """An image without detections, in a batch with one that has some: its slots (and the
+    other image's spare ones) hold box 0, label 0 and score -1, eagerly and in onnxruntime."""
+    import onnxruntime
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(2, 6, 2, generator=gen) * 50 + 10
+    boxes = torch.cat([xy, xy + 5 + 20 * torch.rand(2, 6, 2, generator=gen)], -1)
+    scores = torch.zeros(2, 3, 6)
+    scores[1 - empty, 1, [0, 3]] = torch.tensor([0.9, 0.6])
+    path = str(tmp_path / 'top.onnx')
+    torch.onnx.export(TopOnly(), (boxes, scores), path, input_names=['boxes', 'scores'], dynamo=False,
+                      opset_version=17)
+    eager = [t.numpy() for t in TopOnly()(boxes, scores)]
+    ours = onnxruntime.InferenceSession(path).run(None, {'boxes': boxes.numpy(), 'scores': scores.numpy()})
+    for got in (eager, ours):
+        out_boxes, out_scores, out_labels = got
+        full = 1 - empty
+        assert out_scores[full].tolist() == pytest.approx([0.9, 0.6, -1, -1])
+        assert out_labels[full].tolist() == [1, 1, 0, 0]
+        assert np.array_equal(out_boxes[full][:2], boxes[full][[0, 3]].numpy())
+        assert not out_boxes[full][2:].any() and not out_boxes[empty].any() and not out_labels[empty].any()
+        assert (out_scores[empty] == -1).all()
+
+
+def test_supported_heads_by_isinstance():
+    """A subclass of a supported head is accepted; one that changes the post-processing, and an
+    unsupported head, are refused."""
+    from mmdet.models.dense_heads import FCOSHead, RTMDetSepBNHead, YOLOXHead
+    from ghost_backbones.apps.end2end import head_kind
+
+    class MyHead(RTMDetSepBNHead):
+        pass
+
+    class MyYOLOX(YOLOXHead):
+        def _bbox_decode(self, priors, bbox_preds):
+            return super()._bbox_decode(priors, bbox_preds) * 2
+
+    head = torch.nn.Module()
+    head.__class__ = MyHead
+    assert head_kind(head) == 'dense'
+    head.__class__ = MyYOLOX
+    with pytest.raises(ValueError, match='overrides its post-processing'):
+        head_kind(head)
+    head.__class__ = FCOSHead
+    with pytest.raises(ValueError, match='not FCOSHead'):
+        head_kind(head)
+
+
+def varied_detector(config):
+    """Random weights, backbone BN statistics from data, class and objectness biases at 0 and box
+    biases at 1 (RTMDet: distances of about a stride): many candidates, varied scores and boxes."""
+    model = build_from_config(config)
+    calibrate_bn(model.backbone, size=160)
+    for name, parameter in model.bbox_head.named_parameters():
+        if name.endswith('bias') and ('cls' in name or 'obj' in name):
+            parameter.data.zero_()
+        elif name.endswith('bias') and 'reg' in name:
+            parameter.data.fill_(1.0)
+        elif parameter.ndim == 4 and any(part in name for part in ('rtm_cls', 'conv_cls', 'conv_obj')):
+            parameter.data.mul_(0.2)  # logits of a trained head's size
+        elif parameter.ndim == 4 and any(part in name for part in ('rtm_reg', 'conv_reg')):
+            parameter.data.mul_(0.05)  # boxes of about a stride, not 1e7 pixels (YOLOX: exp)
+    return model.eval()
+
+
+@pytest.mark.parametrize('config', [RTMDET_CONFIG, YOLOX_CONFIG], ids=['rtmdet', 'yolox'])
+def test_onnx_detections_are_mmdets_predict(config, tmp_path):
+    """RTMDet and YOLOX: the ONNX graph (exported at batch 1, run at batch 2) gives the
+    detections of mmdet's own predict on the same checkpoint (rescale off): same count, scores
+    within 1e-5, boxes within 1e-3 px; spare slots zeros."""
+    import onnxruntime
+    model = varied_detector(config)
+    checkpoint, path = str(tmp_path / 'varied.pth'), str(tmp_path / 'model.onnx')
+    torch.save(dict(state_dict=model.state_dict()), checkpoint)
+    _, spec = export_end2end(config, checkpoint, path)
+    images, samples = detector_batch(tuple(spec['input_size']))
+    got = onnxruntime.InferenceSession(path).run(None, {'images': images.numpy()})
+    with torch.no_grad():
+        theirs = model.predict(images, samples, rescale=False)
+    for image, result in enumerate(theirs):
+        boxes, scores, labels = (torch.from_numpy(g[image]) for g in got)
+        expected = result.pred_instances
+        keep = scores > 0
+        assert keep.sum() == len(expected.scores) > 20, (int(keep.sum()), len(expected.scores))
+        torch.testing.assert_close(scores[keep], expected.scores, atol=1e-5, rtol=0)
+        matched = matched_detections((boxes[keep], scores[keep], labels[keep]),
+                                     (expected.bboxes, expected.scores, expected.labels))
+        assert matched >= 0.98 * len(expected.scores), (matched, len(expected.scores))
+        assert not boxes[~keep].any() and not labels[~keep].any() and (scores[~keep] == -1).all()
+
+
+def test_min_bbox_size_comes_from_the_test_cfg():
+    model = varied_detector(RTMDET_CONFIG)
+    model.bbox_head.test_cfg.min_bbox_size = 12
+    images, samples = detector_batch((160, 160))
+    with torch.no_grad():
+        boxes, scores, labels = end2end(model)(images)
+        theirs = model.predict(images, samples, rescale=False)
+    for image, result in enumerate(theirs):
+        keep = scores[image] > 0
+        kept = boxes[image][keep]
+        assert keep.sum() == len(result.pred_instances.scores) > 0
+        assert ((kept[:, 2] - kept[:, 0]) > 12).all() and ((kept[:, 3] - kept[:, 1]) > 12).all()
+
+
+def load_runner():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('onnx_infer', RUNNER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runner_resize_is_opencvs():
+    """OpenCV's INTER_LINEAR (mmcv's resize): equal when shrinking; when enlarging, off by one
+    grey level at most, in the first and last rows only."""
+    import cv2
+    runner = load_runner()
+    rng = np.random.RandomState(0)
+    for (height, width), (new_h, new_w) in [((160, 160), (100, 100)), ((300, 200), (160, 107)), ((240, 150), (160, 100)),
+                                            ((320, 320), (160, 160)), ((100, 60), (160, 96)), ((57, 91), (160, 255))]:
+        image = (rng.rand(height, width, 3) * 255).astype(np.uint8)
+        diff = np.abs(runner.resize_bilinear(image, new_w, new_h).astype(int) - cv2.resize(image, (new_w, new_h)))
+        if new_h <= height and new_w <= width:
+            assert not diff.any()
+        else:
+            assert diff.max() <= 1 and not diff[1:-1].any()
+
+
+@pytest.mark.parametrize('config', [RTMDET_CONFIG, YOLOX_CONFIG, DET_CONFIG, YOLO_CONFIG],
+                         ids=['rtmdet', 'yolox', 'ssdlite', 'yolov3'])
+def test_runner_preprocessing_is_mmdets_test_pipeline(config, tmp_path):
+    """The runner's input tensor and scale factor are those of mmdet's test pipeline and data
+    preprocessor, for portrait, landscape and square images, shrunk or enlarged (enlarged:
+    OpenCV's border rows, see above)."""
+    from mmcv.transforms import Compose
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS
+
+    from ghost_backbones.apps.deploy import preprocessing_spec, test_pipeline
+    runner = load_runner()
+    cfg = Config.fromfile(config)
+    init_default_scope('mmdet')
+    spec = preprocessing_spec(cfg)
+    pipeline = Compose([t for t in test_pipeline(cfg) if t['type'] != 'LoadAnnotations'])
+    preprocessor = MODELS.build(cfg.model.data_preprocessor)
+    rng = np.random.RandomState(1)
+    for height, width in [(240, 150), (150, 240), (320, 320), (100, 64), (64, 100), (160, 160)]:
+        ys, xs = np.mgrid[:height, :width]
+        rgb = np.stack([(xs * 3 + ys) % 256, (ys * 5) % 256, rng.randint(0, 256, (height, width))], -1).astype(np.uint8)
+        path = str(tmp_path / f'{height}x{width}.png')
+        Image.fromarray(rgb).save(path)
+        data = pipeline(dict(img_path=path, img_id=0))
+        with torch.no_grad():
+            theirs = preprocessor(pseudo_collate([data]), False)['inputs'][0].numpy()
+        ours, scale = runner.preprocess(runner.read_rgb(path), spec)
+        assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+        assert scale == pytest.approx(data['data_samples'].metainfo['scale_factor'], abs=1e-12)
+        diff = np.abs(ours - theirs) * np.array(spec['std'], np.float32)[:, None, None]  # grey levels
+        new_w, new_h = runner.resized_size(width, height, spec)
+        if new_w <= width and new_h <= height:
+            assert diff.max() < 1e-3, (height, width, diff.max())
+        else:
+            assert diff.max() <= 1 + 1e-3 and diff[:, 1:new_h - 1].max() < 1e-3, (height, width)
 
 
 DEEPLAB_CONFIG = osp.join(CONFIGS, 'synthetic', 'deeplabv3_ghostnet-1.0x-d8_synthetic-160.py')
