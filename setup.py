@@ -78,17 +78,30 @@ setup(
     packages=find_packages(include=['ghost_backbones', 'ghost_backbones.*',
                                     'ghost_backbones_startup', 'ghost_backbones_startup.*']),
     python_requires='>=3.8',
+    # No OpenMMLab distribution here: the same import names (mmengine, mmcv, mmdet, mmseg, mmpretrain)
+    # come from upstream OpenMMLab or from the OneDL fork, under other distribution names; naming one
+    # stack's would install it over the other's (as mmdet keeps them in its `mminstall` extra).
+    # Choose the stack with an extra: ghost_backbones[openmmlab] / [onedl], or [mmdet] / [onedl-mmdet]...
+    # mmcv is in no upstream extra (mmcv-lite or a compiled mmcv: tools/setup_env.sh, README "Set-up").
     install_requires=[
         'torch>=2.0',
         'torchvision',
-        'mmengine>=0.10.0,<0.11',
         'timm>=1.0',
         'numpy',
     ],
     extras_require={
-        'mmdet': ['mmdet>=3.3.0,<3.4', 'pycocotools'],
-        'mmseg': ['mmsegmentation>=1.2.0,<1.3', 'ftfy', 'regex'],
-        'mmpretrain': ['mmpretrain>=1.2.0,<1.3'],
+        # upstream OpenMMLab (mmengine 0.10.x, mmdet 3.3, mmsegmentation 1.2, mmpretrain 1.2)
+        'openmmlab': ['mmengine>=0.10.0,<0.11'],
+        'mmdet': ['mmengine>=0.10.0,<0.11', 'mmdet>=3.3.0,<3.4', 'pycocotools'],
+        'mmseg': ['mmengine>=0.10.0,<0.11', 'mmsegmentation>=1.2.0,<1.3', 'ftfy', 'regex'],
+        'mmpretrain': ['mmengine>=0.10.0,<0.11', 'mmpretrain>=1.2.0,<1.3'],
+        # the OneDL fork (onedl-mmcv: its PyPI source or OneDL's CUDA builds, the same distribution)
+        'onedl': ['onedl-mmengine>=0.10.8,<0.11', 'onedl-mmcv>=2.3.0,<2.4'],
+        'onedl-mmdet': ['onedl-mmengine>=0.10.8,<0.11', 'onedl-mmcv>=2.3.0,<2.4',
+                        'onedl-mmdetection>=3.4,<3.6', 'pycocotools'],
+        'onedl-mmseg': ['onedl-mmengine>=0.10.8,<0.11', 'onedl-mmcv>=2.3.0,<2.4',
+                        'onedl-mmsegmentation>=1.3,<1.5', 'ftfy', 'regex'],
+        'onedl-mmpretrain': ['onedl-mmengine>=0.10.8,<0.11', 'onedl-mmcv>=2.3.0,<2.4', 'onedl-mmpretrain>=1.3,<1.4'],
         'deploy': ['onnx', 'onnxruntime'],
         'tests': ['pytest', 'onnx', 'onnxruntime', 'matplotlib'],
     },

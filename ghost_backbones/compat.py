@@ -2,7 +2,19 @@
 report, and the versions that need it. Each applies only to those versions, and only where the
 code concerned is used (nothing of mmdet is imported to fix mmdet).
 
-1. **Checkpoints as data** (mmengine 0.10.x; 0.10.7 is the latest release). With torch >= 2.6,
+Two stacks provide the same modules (``mmengine``, ``mmcv``, ``mmdet``, ``mmseg``, ``mmpretrain``):
+upstream OpenMMLab (distributions ``mmengine``, ``mmdet``, ...) and its maintained fork OneDL
+(``onedl-mmengine``, ``onedl-mmdetection``, ...; :func:`stack_of` tells which one is installed).
+:data:`NEEDED_BY` lists, for each fix, the versions of each stack that need it, as read in their code
+(OneDL: onedl-mmengine 0.10.12, onedl-mmdetection 3.5.1, the latest releases when this was written);
+:func:`needs` answers for the running versions, and :func:`applied` tells what was applied.
+
+1. **Checkpoints as data** (upstream mmengine 0.10.0 to 0.10.7, the latest release; OneDL
+   onedl-mmengine 0.10.8 to 0.10.12, whose ``_safe_torch_load`` tries ``torch.load(weights_only=True)``
+   with numpy's ``ndarray`` / ``dtype`` / ``_reconstruct`` and ``getattr`` allowed, and on any
+   ``UnpicklingError`` falls back to ``weights_only=False``: full unpickling of whatever the file asks
+   for, exactly what this package refuses; every scheme loader and ``_safe_torch_load`` itself are
+   replaced there). With torch >= 2.6,
    mmengine's checkpoints do not load ("Weights only load failed", mmengine issue 1655, PR 1650
    proposes ``weights_only=False``); with any torch, mmengine's URL loaders unpickle fully. Every
    source mmengine's ``CheckpointLoader`` knows now reads checkpoints as data on torch's own
@@ -11,33 +23,64 @@ code concerned is used (nothing of mmdet is imported to fix mmdet).
    gives each ``HistoryBuffer`` as a dictionary of numbers (read back into a HistoryBuffer by
    ``MessageHub.load_state_dict``; plain mmengine skips it with a warning) and numpy scalars and
    arrays of its runtime information (e.g. ``eta``) as Python numbers and lists.
-2. **SSDHead.predict** (mmdet 3.0.0 to 3.3.0): ``AttributeError: 'SSDHead' object has no
+2. **SSDHead.predict** (upstream mmdet 3.0.0 to 3.3.0; OneDL onedl-mmdetection 3.4.0 to 3.5.1,
+   whose ``SSDHead.__init__`` still sets no ``loss_cls``): ``AttributeError: 'SSDHead' object has no
    attribute 'loss_cls'`` at val/test of SSD and SSDLite (mmdetection issues 11063, 11305,
    11780). SSD classifies with a softmax over ``num_classes + 1`` and has no loss module:
    ``loss_cls = None``, which ``BaseDenseHead`` reads as "no custom channels". Applied when mmdet
    imports its SSD head.
-3. **torchrun on a machine whose device is the CPU** (mmengine 0.10.x; no upstream report found):
+3. **torchrun on a machine whose device is the CPU** (upstream mmengine 0.10.0 to 0.10.7, OneDL
+   onedl-mmengine 0.10.8 to 0.10.12: same code; no upstream report found):
    ``_init_dist_pytorch`` calls ``torch.cuda.set_device`` and the Runner gives DDP CUDA
    ``device_ids``. When mmengine's own device choice is 'cpu' (no CUDA, NPU, MLU, MUSA or MPS),
    the process group starts with gloo and DDP wraps the CPU module with ``device_ids=None``;
    every other device takes mmengine's own path.
-4. **``ghost_backbones::`` configs** (mmengine 0.10.x): ``_base_ = '<package>::...'`` is refused
+4. **``ghost_backbones::`` configs** (upstream mmengine 0.10.0 to 0.10.7, OneDL 0.10.8 to 0.10.12): ``_base_ = '<package>::...'`` is refused
    for packages missing from mmengine's ``MODULE2PACKAGE`` table (mmengine issue 1410, PR 1411
    not merged). ``ghost_backbones`` is added to it (also done at interpreter start by
    ``ghost_backbones_startup``, because mmengine reads ``_base_`` before ``custom_imports``).
-5. **Scopes of ``ghost_backbones::`` bases** (mmengine 0.10.x; no upstream report found): mmengine
+5. **Scopes of ``ghost_backbones::`` bases** (upstream mmengine 0.10.0 to 0.10.7, OneDL 0.10.8 to
+   0.10.12: same code; no upstream report found): mmengine
    tags every typed dict of a ``<package>::`` base with ``_scope_='<package>'``; our configs are
    mmdet / mmseg / mmpretrain configs, whose types are not found in our scope (``CocoDataset is not in
    the mmengine::dataset registry``). Their dicts get the base's own ``default_scope``
    (:func:`ghost_backbones_startup.scope_bases_by_default_scope`, also installed at interpreter start).
+6. **``mmseg::`` bases under OneDL** (OneDL onedl-mmengine 0.10.8 to 0.10.12; not upstream, whose
+   distribution names are the table's): mmengine's ``MODULE2PACKAGE`` maps ``mmseg`` to the
+   distribution ``mmsegmentation``, which OneDL does not install (``onedl-mmsegmentation``):
+   ``_base_ = 'mmseg::...'`` failed with ``ModuleNotFoundError: mmsegmentation is not installed``.
+   Where a table entry's distribution is missing and its ``onedl-`` namesake is installed, the entry
+   names the module itself, which mmengine's ``is_installed`` / ``get_installed_path`` find by import
+   spec (:func:`ghost_backbones_startup.resolve_onedl_distributions`, also installed at interpreter
+   start, since mmengine reads ``_base_`` before ``custom_imports``).
 """
 import functools
 
-from ghost_backbones_startup import register_config_scope, scope_bases_by_default_scope
+import importlib
+import os
+
+from ghost_backbones_startup import (ONEDL_PREFIX, register_config_scope, resolve_onedl_distributions,
+                                     scope_bases_by_default_scope)
 from ghost_backbones_startup.post_import import when_imported
 
 _applied = False
 FIXED_MARK = '_ghost_backbones_fix'
+
+OPENMMLAB, ONEDL = 'openmmlab', 'onedl'
+# module: OneDL's distribution of it (upstream's are mmengine, mmcv / mmcv-lite, mmdet, mmsegmentation, mmpretrain)
+ONEDL_DISTRIBUTIONS = {'mmengine': 'onedl-mmengine', 'mmcv': 'onedl-mmcv', 'mmdet': 'onedl-mmdetection',
+                       'mmseg': 'onedl-mmsegmentation', 'mmpretrain': 'onedl-mmpretrain'}
+# fix: {stack: (module, lowest version that needs it, first version that does not)}, as in the docstring
+NEEDED_BY = {
+    'checkpoints_as_data': {OPENMMLAB: ('mmengine', '0.10.0', '0.11.0'), ONEDL: ('mmengine', '0.10.8', '0.11.0')},
+    'safe_torch_load_as_data': {ONEDL: ('mmengine', '0.10.8', '0.11.0')},
+    'ssd_head_loss_cls': {OPENMMLAB: ('mmdet', '3.0.0', '3.4.0'), ONEDL: ('mmdet', '3.4.0', '3.6.0')},
+    'cpu_distributed': {OPENMMLAB: ('mmengine', '0.10.0', '0.11.0'), ONEDL: ('mmengine', '0.10.8', '0.11.0')},
+    'config_scope': {OPENMMLAB: ('mmengine', '0.10.0', '0.11.0'), ONEDL: ('mmengine', '0.10.8', '0.11.0')},
+    'base_scopes': {OPENMMLAB: ('mmengine', '0.10.0', '0.11.0'), ONEDL: ('mmengine', '0.10.8', '0.11.0')},
+    'onedl_distributions': {ONEDL: ('mmengine', '0.10.8', '0.11.0')},
+}
+_done = set()  # the fixes applied in this process (see :func:`applied`)
 
 
 def version_in(version: str, low: str, high: str) -> bool:
@@ -46,9 +89,41 @@ def version_in(version: str, low: str, high: str) -> bool:
     return digit_version(low) <= digit_version(version) < digit_version(high)
 
 
+def stack_of(module: str) -> str:
+    """'onedl' when OneDL's distribution of ``module`` is installed (``onedl-mmengine`` for mmengine, ...),
+    else 'openmmlab'."""
+    import importlib.metadata as metadata
+    try:
+        metadata.distribution(ONEDL_DISTRIBUTIONS[module])
+    except metadata.PackageNotFoundError:
+        return OPENMMLAB
+    return ONEDL
+
+
+def needs(fix: str) -> bool:
+    """Whether the running stack and version of the module concerned need ``fix`` (see NEEDED_BY);
+    the version is the imported module's ``__version__``."""
+    any_rule = next(iter(NEEDED_BY[fix].values()))
+    rule = NEEDED_BY[fix].get(stack_of(any_rule[0]))
+    if rule is None:
+        return False
+    module, low, high = rule
+    return version_in(importlib.import_module(module).__version__, low, high)
+
+
+def applied() -> list:
+    """The fixes applied in this process so far (the SSDHead fix once mmdet imported its SSD head)."""
+    return sorted(_done)
+
+
 def mmengine_needs_fixes() -> bool:
-    import mmengine
-    return version_in(mmengine.__version__, '0.10.0', '0.11.0')
+    return needs('checkpoints_as_data')
+
+
+def _apply(fix: str, function, *args) -> None:
+    if needs(fix):
+        function(*args)
+        _done.add(fix)
 
 
 def apply() -> None:
@@ -56,12 +131,15 @@ def apply() -> None:
     global _applied
     if _applied:
         return
-    if mmengine_needs_fixes():
+    if needs('checkpoints_as_data'):
         make_message_hub_state_plain()
         read_checkpoints_as_data()
-        allow_cpu_distributed()
-        when_imported('mmengine.config.utils', register_config_scope)
-        scope_package_bases()
+        _done.add('checkpoints_as_data')
+    _apply('safe_torch_load_as_data', read_safe_torch_load_as_data)
+    _apply('cpu_distributed', allow_cpu_distributed)
+    _apply('config_scope', when_imported, 'mmengine.config.utils', register_config_scope)
+    _apply('onedl_distributions', when_imported, 'mmengine.config.utils', resolve_onedl_distributions)
+    _apply('base_scopes', scope_package_bases)
     when_imported('mmdet.models.dense_heads.ssd_head', fix_ssd_head_loss_cls)
     _applied = True
 
@@ -124,11 +202,34 @@ def read_checkpoints_as_data() -> None:
     register()
 
 
-def fix_ssd_head_loss_cls(ssd_head_module) -> None:
-    """Fix 2: give SSDHead (and subclasses that lack one) a ``loss_cls`` of None."""
-    import mmdet
-    if not version_in(mmdet.__version__, '3.0.0', '3.4.0'):
+def read_safe_torch_load_as_data() -> None:
+    """Fix 1 (OneDL onedl-mmengine 0.10.8 to 0.10.12): ``mmengine.runner.checkpoint._safe_torch_load``
+    (weights_only=True, then a fallback to weights_only=False) reads as data instead, for code that calls
+    it directly; the scheme loaders no longer reach it (:func:`read_checkpoints_as_data`). The fallback
+    is never taken: what the data-only reader refuses raises ``UnsafeCheckpointError``."""
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    original = getattr(mmengine_checkpoint, '_safe_torch_load', None)
+    if original is None or getattr(original, FIXED_MARK, False):
         return
+    from .checkpoint import load_checkpoint_bytes, load_checkpoint_file
+
+    @functools.wraps(original)
+    def _safe_torch_load(file, map_location=None, weights_only=None):
+        if isinstance(file, (str, os.PathLike)):
+            return load_checkpoint_file(os.fspath(file), map_location)
+        data = file.read() if hasattr(file, 'read') else bytes(file)
+        return load_checkpoint_bytes(data, str(getattr(file, 'name', '<checkpoint buffer>')), map_location)
+
+    setattr(_safe_torch_load, FIXED_MARK, True)
+    mmengine_checkpoint._safe_torch_load = _safe_torch_load
+
+
+def fix_ssd_head_loss_cls(ssd_head_module) -> None:
+    """Fix 2: give SSDHead (and subclasses that lack one) a ``loss_cls`` of None (upstream mmdet 3.0.0 to
+    3.3.0, OneDL onedl-mmdetection 3.4.0 to 3.5.1)."""
+    if not needs('ssd_head_loss_cls'):
+        return
+    _done.add('ssd_head_loss_cls')
     ssd_head = ssd_head_module.SSDHead
     if getattr(ssd_head.__init__, FIXED_MARK, False):
         return

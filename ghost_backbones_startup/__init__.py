@@ -10,6 +10,10 @@ changes nothing until the modules concerned are imported:
   package names in its ``MODULE2PACKAGE`` table, and reads ``_base_`` before a config's
   ``custom_imports``; ``ghost_backbones`` is added there, so that configs inherit ours with
   ``ghost_backbones::`` as they inherit mmdet's with ``mmdet::``.
+* ``mmengine.config.utils`` under OneDL (the maintained fork: onedl-mmengine, onedl-mmsegmentation,
+  ...; same module names, other distribution names): the table maps ``mmseg`` to the distribution
+  ``mmsegmentation``, which OneDL does not install, so ``mmseg::`` bases would not resolve; the entry
+  names the module instead (:func:`resolve_onedl_distributions`).
 * ``mmengine.config.config``: mmengine 0.10.x finds a package's ``.mim`` folder as
   ``<distribution location>/<package>``; for an editable install made by pip >= 21.3 (PEP 660)
   the distribution's location is site-packages while the package stays in the source tree, so
@@ -36,11 +40,44 @@ from .post_import import when_imported
 SWITCH = 'GHOST_BACKBONES_STARTUP'
 PATCHED = '_ghost_backbones_patch'  # marks our replacements (``__wrapped__`` alone may be a decorator's)
 PACKAGE = 'ghost_backbones'
+ONEDL_PREFIX = 'onedl-'  # OneDL's distribution names: onedl-mmengine, onedl-mmsegmentation, ...
 
 
 def register_config_scope(config_utils) -> None:
     """Let mmengine resolve ``ghost_backbones::<path>`` (``ghost_backbones/.mim/configs/<path>``)."""
     config_utils.MODULE2PACKAGE.setdefault(PACKAGE, PACKAGE)
+
+
+def distribution_installed(name: str) -> bool:
+    import importlib.metadata
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def resolve_onedl_distributions(config_utils) -> None:
+    """Let ``mmseg::`` bases resolve under OneDL (onedl-mmengine 0.10.8 to 0.10.12, the latest release;
+    not needed upstream, whose distribution names the table holds).
+
+    mmengine's ``MODULE2PACKAGE`` (mmengine/config/utils.py) maps a config scope to the distribution
+    that provides it: ``mmseg`` to ``mmsegmentation``. OneDL installs ``onedl-mmsegmentation``, so
+    ``Config._get_cfg_path`` raised ``ModuleNotFoundError: mmsegmentation is not installed`` for every
+    ``_base_ = 'mmseg::...'``. (``mmdet`` and ``mmpretrain`` resolve: their table entries are module names,
+    found by import spec.) An entry whose distribution is missing while its ``onedl-`` namesake is installed
+    names the module instead, which OneDL's ``is_installed`` / ``get_installed_path`` find by import spec
+    (``<site-packages>/mmseg``, where its ``.mim`` folder is). Runs only on OneDL's mmengine 0.10.x."""
+    from mmengine.utils import digit_version  # imported by mmengine.config before this runs
+    from mmengine.version import __version__
+    if not (digit_version('0.10.8') <= digit_version(__version__) < digit_version('0.11.0')
+            and distribution_installed(ONEDL_PREFIX + 'mmengine')):
+        return
+    table = config_utils.MODULE2PACKAGE
+    for module, distribution in list(table.items()):
+        if (module != distribution and not distribution_installed(distribution)
+                and distribution_installed(ONEDL_PREFIX + distribution)):
+            table[module] = module
 
 
 def find_package_folder(get_installed_path):
@@ -181,6 +218,7 @@ def install() -> None:
         return
     mmcv_ext.install()
     when_imported('mmengine.config.utils', register_config_scope)
+    when_imported('mmengine.config.utils', resolve_onedl_distributions)
     when_imported('mmengine.config.config', locate_config_package)
     when_imported('mmengine.config.config', scope_bases_by_default_scope)
     when_imported('mmengine.hub.hub', locate_config_package)
