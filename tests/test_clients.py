@@ -83,8 +83,9 @@ def tiny_detection_config(tmp_path_factory):
     config.write_text(
         "_base_ = 'ghost_backbones::synthetic/ssdlite_ghostnet-1.0x_synthetic-160.py'\n"
         f"data_root = {root!r}\n"
-        "train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root))\n"
-        "val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root))\n"
+        "loader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root))\n"
+        "train_dataloader = dict(loader, batch_size=2)\n"
+        "val_dataloader = dict(loader, batch_size=1)\n"
         "test_dataloader = val_dataloader\n"
         "val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')\n"
         "test_evaluator = val_evaluator\n"

@@ -178,7 +178,8 @@ def synthetic_user_configs(tmp_path_factory):
                   f"data_root = {str(folder / 'data' / 'voc' / 'VOC2012')!r}\n" + loaders +
                   "train_cfg = dict(max_iters=1, val_interval=100)\n"),
         'mmpretrain': ("_base_ = 'ghost_backbones::synthetic/ghostnet-v1-1.0x_synthetic-cls-64.py'\n"
-                       f"data_root = {str(folder / 'data' / 'cls') + '/'!r}\n" + loaders.replace('batch_size=2', 'batch_size=64') +
+                       f"data_root = {str(folder / 'data' / 'cls') + '/'!r}\n" +
+                       loaders.replace('batch_size=2', 'batch_size=64') +  # all crops in one iteration
                        "train_cfg = dict(max_epochs=1, val_interval=10)\n"),
     }
     paths = {}

@@ -29,7 +29,8 @@ print(json.dumps(dict(scopes=sorted(scopes), default_scope=cfg.get('default_scop
 def scopes_of(config_text, tmp_path):
     path = tmp_path / 'user.py'
     path.write_text(config_text)
-    result = subprocess.run([sys.executable, '-c', SCOPES, str(path)], capture_output=True, text=True, cwd=str(tmp_path))
+    result = subprocess.run([sys.executable, '-c', SCOPES, str(path)], capture_output=True, text=True,
+                            cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
