@@ -281,7 +281,7 @@ def deployment_variants(config: str, checkpoint: str, work_dir: str, size=None, 
     height, width = spec['input_size']
     model = build_whole(config, checkpoint)
     whole_path = osp.join(work_dir, f'whole_{height}x{width}.onnx')
-    export_end2end(config, checkpoint, whole_path, (height, width))
+    _, spec = export_end2end(config, checkpoint, whole_path, (height, width))  # its spec: clip_boxes of the head
     backbone_path = osp.join(work_dir, f'backbone_{height}x{width}.onnx')
     export_onnx(deploy_backbone(copy.deepcopy(model.backbone)), torch.zeros(1, 3, height, width), backbone_path)
     calibration = list(calibration_inputs(resized_config(cfg, (height, width)), model, calib_images, (height, width)))

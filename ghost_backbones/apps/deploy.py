@@ -115,8 +115,6 @@ def build_from_config(config: str, checkpoint: str = None, cfg_options: dict = N
     shapes, export, FLOPs). ``cfg_options``: as ``--cfg-options``."""
     from mmengine.config import Config
     from mmengine.registry import DefaultScope, init_default_scope
-    from mmengine.runner import load_checkpoint
-
     from .runtime import replace_sync_bn
     cfg = Config.fromfile(config)
     if cfg_options:
@@ -127,8 +125,23 @@ def build_from_config(config: str, checkpoint: str = None, cfg_options: dict = N
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = registry.build(cfg.model)
     if checkpoint:
-        load_checkpoint(model, checkpoint, map_location='cpu')
+        load_trained_weights(model, checkpoint, cfg)
     return model.eval()
+
+
+def load_trained_weights(model: nn.Module, checkpoint: str, cfg) -> None:
+    """The weights tools/test.py evaluates: with an EMAHook in the config (RTMDet, YOLOX), the
+    checkpoint's averaged weights, swapped in as mmengine's EMAHook does on loading."""
+    from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
+    data = _load_checkpoint(checkpoint, map_location='cpu')
+    hooks = [h.get('type') for h in cfg.get('custom_hooks') or []]
+    if isinstance(data, dict) and 'ema_state_dict' in data and any(str(h).endswith('EMAHook') for h in hooks):
+        weights, averaged = dict(data['state_dict']), data['ema_state_dict']
+        for key, value in averaged.items():
+            if key.startswith('module.'):
+                weights[key[len('module.'):]] = value
+        data = dict(data, state_dict=weights)
+    _load_checkpoint_to_model(model, data)
 
 
 def wrap_for_export(model: nn.Module) -> nn.Module:

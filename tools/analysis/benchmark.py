@@ -7,11 +7,12 @@ MobileNetV2 1.0x and ours in onnxruntime; median latency, img/s, ratios, params,
     python tools/analysis/benchmark.py --quick          # few iterations: checks that it runs
     python tools/analysis/benchmark.py --train-detectors --device cuda --amp [--compile]
         # training img/s of SSDLite-GhostNet vs SSDLite-MobileNetV2 on synthetic batches
-    python tools/analysis/benchmark.py --deploy --config CONFIG --checkpoint CKPT --data data/synthetic
-        [--size 320] [--threads 2] [--calib-images 32]
+    python tools/analysis/benchmark.py --deploy --config CONFIG [CONFIG ...] --checkpoint CKPT [CKPT ...]
+        --data data/synthetic [--size 320] [--threads 2] [--calib-images 32]
         # backbone and whole model (post-processing included): PyTorch eager / deploy FP32, ONNX
         # Runtime FP32 / INT8 latency at batch 1, and the box AP or mIoU of each on the synthetic
-        # val set, scored through tools/deploy/onnx_infer.py
+        # val set, scored through tools/deploy/onnx_infer.py; several models in one run (a
+        # summary row each)
 """
 import argparse
 import importlib.util
@@ -56,27 +57,46 @@ def score(session, spec, data_root, runner) -> float:
 
 
 def deployment(args) -> list:
+    """Each --config / --checkpoint pair in turn, in this one process: its table, then (several
+    pairs) one summary row each: the whole model's AP and latency in every form."""
     from mmengine.config import Config
 
     from ghost_backbones.apps.main_job import data_options
     from ghost_backbones.apps.runtime import parse_cfg_options
     runner = load_runner()
-    options = parse_cfg_options(data_options(Config.fromfile(args.config).default_scope, args.data))
-    with tempfile.TemporaryDirectory() as work_dir:
-        timed = deployment_variants(args.config, args.checkpoint, work_dir, args.size, args.threads, args.calib_images,
-                                    options)
-        rows = deployment_rows(timed, args.warmup, args.iters)
-        scored = deployment_variants(args.config, args.checkpoint, work_dir, None, args.threads, args.calib_images,
-                                     options)
-        metric = 'box AP' if scored['spec']['task'] == 'detection' else 'mIoU'
-        accuracy = {name: score(session, scored['spec'], args.data, runner) for name, session in scored['whole'].items()}
-    print(f"| part | variant | median ms ({rows[0]['size'][0]}x{rows[0]['size'][1]}, batch 1) | / ONNX Runtime FP32 | "
-          f"{metric} (synthetic val) |\n|---|---|---|---|---|")
-    for row in rows:
-        row[metric] = accuracy[row['variant']] if row['part'] == 'whole' else None
-        value = f"{row[metric]:.3f}" if row[metric] is not None else '-'
-        print(f"| {row['part']} | {row['variant']} | {row['latency_ms']:.1f} | {row['vs_onnxruntime_fp32']:.2f} | "
-              f"{value} |")
+    checkpoints = args.checkpoint or [None] * len(args.config)
+    if len(checkpoints) != len(args.config):
+        raise SystemExit('--deploy: give one --checkpoint per --config')
+    rows, summary = [], []
+    for config, checkpoint in zip(args.config, checkpoints):
+        options = parse_cfg_options(data_options(Config.fromfile(config).default_scope, args.data))
+        with tempfile.TemporaryDirectory() as work_dir:
+            timed = deployment_variants(config, checkpoint, work_dir, args.size, args.threads, args.calib_images,
+                                        options)
+            model_rows = deployment_rows(timed, args.warmup, args.iters)
+            scored = deployment_variants(config, checkpoint, work_dir, None, args.threads, args.calib_images, options)
+            metric = 'box AP' if scored['spec']['task'] == 'detection' else 'mIoU'
+            accuracy = {name: score(session, scored['spec'], args.data, runner)
+                        for name, session in scored['whole'].items()}
+        name = osp.splitext(osp.basename(config))[0]
+        print(f"\n{name}\n\n| part | variant | median ms ({model_rows[0]['size'][0]}x{model_rows[0]['size'][1]}, "
+              f"batch 1) | / ONNX Runtime FP32 | {metric} (synthetic val) |\n|---|---|---|---|---|")
+        for row in model_rows:
+            row.update(config=config, metric=metric, value=accuracy[row['variant']] if row['part'] == 'whole' else None)
+            value = f"{row['value']:.3f}" if row['value'] is not None else '-'
+            print(f"| {row['part']} | {row['variant']} | {row['latency_ms']:.1f} | {row['vs_onnxruntime_fp32']:.2f} | "
+                  f"{value} |")
+        whole = {row['variant']: row for row in model_rows if row['part'] == 'whole'}
+        summary.append((name, metric, whole))
+        rows += model_rows
+    if len(summary) > 1:
+        variants = list(summary[0][2])
+        print(f"\n| model | metric | {' | '.join(variants)} | whole-model ms ({rows[0]['size'][0]}x{rows[0]['size'][1]}, "
+              f"batch 1): {' / '.join(variants)} |\n|---|---|{'---|' * len(variants)}---|")
+        for name, metric, whole in summary:
+            values = ' | '.join(f"{whole[v]['value']:.3f}" for v in variants)
+            times = ' / '.join(f"{whole[v]['latency_ms']:.1f}" for v in variants)
+            print(f'| {name} | {metric} | {values} | {times} |')
     return rows
 
 
@@ -105,8 +125,8 @@ def main():
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile of backbone, neck and head for --train-detectors')
     parser.add_argument('--deploy', action='store_true', help='deployment variants of --config (see above)')
-    parser.add_argument('--config', help='detector / segmenter config for --deploy')
-    parser.add_argument('--checkpoint', help='its trained weights')
+    parser.add_argument('--config', nargs='+', help='detector / segmenter configs for --deploy')
+    parser.add_argument('--checkpoint', nargs='+', help='their trained weights, one per config')
     parser.add_argument('--data', default='data/synthetic', help='synthetic data for the scores of --deploy')
     parser.add_argument('--calib-images', type=int, default=32, help='INT8 calibration images for --deploy')
     parser.add_argument('--json', help='write the rows to this file')
