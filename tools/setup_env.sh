@@ -62,6 +62,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   step "creating virtualenv $VENV"
   "$PYTHON" -m venv "$VENV" || fail "python -m venv failed (on Debian: apt-get install python3-venv)"
 fi
+# git ignores the venv's contents wherever it is (.venv-onedl is in no .gitignore pattern; Python 3.13's venv does the same)
+[ -f "$VENV/.gitignore" ] || printf '*\n' > "$VENV/.gitignore"
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install --progress-bar off)
 if [ "$CONSTRAINTS" != none ]; then
