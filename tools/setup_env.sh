@@ -155,8 +155,9 @@ onedl_setup() {
 
   read -r INSTALLED COMPILED <<< "$(onedl_mmcv_state)"
   step "onedl-mmcv $MMCV_VERSION (wanted: $MMCV_FLAVOUR; installed: $INSTALLED, compiled ops: $COMPILED)"
-  if [ "$INSTALLED" = "$MMCV_VERSION" ] && [ "$COMPILED" = yes ]; then
-    echo "a compiled onedl-mmcv is installed: kept as it is"
+  if [ "$INSTALLED" != none ] && [ "$COMPILED" = yes ]; then
+    echo "a compiled onedl-mmcv $INSTALLED is installed (e.g. OneDL's CUDA wheel): kept as it is"
+    export GB_MMCV_VERSION="$INSTALLED"
   elif [ "$INSTALLED" = "$MMCV_VERSION" ] && [ "$MMCV_FLAVOUR" = lite ]; then
     echo "already installed"
   elif [ "$MMCV_FLAVOUR" = full ]; then
