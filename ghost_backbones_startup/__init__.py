@@ -29,6 +29,15 @@ changes nothing until the modules concerned are imported:
   ``<distribution location>/<package>`` too; for the editable install ``mim search`` / ``train`` /
   ``test ghost_backbones`` get the imported package's folder, and ``mim list`` lists the package
   (:func:`locate_mim_package`, :func:`listing_editable_install`).
+* ``mmengine.infer.infer``: mmengine's inferencers (mmdet's ``DetInferencer``, mmseg's
+  ``MMSegInferencer``) look a model name up in the model index of the package named by their
+  ``scope``, which is also the default registry scope: our names were found only with
+  ``scope='ghost_backbones'``, where mmdet's / mmseg's transforms are not registered. A name that the
+  scope's own index lacks is looked up in ours, for the configs of that scope
+  (:func:`find_our_model_names`).
+* ``mmpretrain.apis.model``: mmpretrain's ``get_model`` / ``ImageClassificationInferencer`` /
+  ``list_models`` read the names of ``ModelHub``, which holds mmpretrain's own index; our
+  classification entries are added to it (:func:`register_our_classifiers`).
 
 Set ``GHOST_BACKBONES_STARTUP=0`` to turn them all off.
 """
@@ -212,6 +221,97 @@ def list_editable_install_in_cli(mim_cli) -> None:
     mim_cli.MIM.get_command = get_command_listing_ours
 
 
+def our_index_folder():
+    """The folder holding our model-index.yml and configs/, as mmengine's ``_get_repo_or_mim_dir`` finds
+    a package's (the repository root for a source checkout, else ``<package>/.mim``), without importing
+    the package; None when it is not installed."""
+    folder = package_folder()
+    if folder is None:
+        return None
+    for candidate in (os.path.dirname(folder), os.path.join(folder, '.mim')):
+        if os.path.isfile(os.path.join(candidate, 'model-index.yml')) and \
+                os.path.isdir(os.path.join(candidate, 'configs')):
+            return candidate
+    return None
+
+
+def find_our_model_names(infer_module) -> None:
+    """``DetInferencer(model='<name in our model index>')`` (scope ``mmdet``, its default) and
+    ``MMSegInferencer(model=...)`` (``mmseg``) find our configs by name.
+
+    mmengine 0.10.x (0.10.7 the latest; mmengine/infer/infer.py, ``BaseInferencer.__init__`` line 160,
+    ``_load_model_from_metafile`` line 359, ``_get_repo_or_mim_dir`` line 396) reads the model index
+    only of the package whose module is named by the inferencer's ``scope``: mmdet's own
+    (``mmdet/.mim/model-index.yml``) for a ``DetInferencer``, and offers no way to register another.
+    The same ``scope`` is the default registry scope the inferencer sets (``init_default_scope``) and
+    builds its pipeline in: ``scope='ghost_backbones'`` found our names and then failed with
+    ``PackDetInputs is not in the mmengine::transform registry``. A name the scope's index lacks is now
+    looked up in ours; it is used when its config's ``default_scope`` is the inferencer's scope (an mmseg
+    config asked of a ``DetInferencer`` is refused, naming the scope it needs). Names in mmdet's / mmseg's
+    own index are found first, as before."""
+    base = infer_module.BaseInferencer
+    original = base.__dict__.get('_load_model_from_metafile')
+    if original is None or getattr(original, PATCHED, False):
+        return
+
+    def _load_model_from_metafile(self, model):
+        try:
+            return original(self, model)
+        except ValueError as error:  # 'Cannot find model: <name> in <scope>'
+            folder = our_index_folder()
+            if folder is None or self.scope == PACKAGE:
+                raise
+            name = model.lower()
+            for entry in base._get_models_from_metafile(folder):
+                aliases = entry.get('Alias') or []
+                aliases = [aliases] if isinstance(aliases, str) else aliases
+                if name != entry['Name'].lower() and name not in [alias.lower() for alias in aliases]:
+                    continue
+                cfg = infer_module.Config.fromfile(os.path.join(folder, entry['Config']))
+                scope = cfg.get('default_scope')
+                if self.scope is not None and scope != self.scope:
+                    raise ValueError(f'{model} is a {scope} config of {PACKAGE} ({entry["Config"]}), not a '
+                                     f'{self.scope} one: use an inferencer of {scope}') from error
+                weights = entry.get('Weights')
+                return cfg, weights[0] if isinstance(weights, list) else weights
+            raise
+    _load_model_from_metafile.__wrapped__ = original
+    setattr(_load_model_from_metafile, PATCHED, True)
+    base._load_model_from_metafile = _load_model_from_metafile
+
+
+def register_our_classifiers(model_module) -> None:
+    """mmpretrain 1.x (1.2.0 the latest; mmpretrain/apis/model.py line 81): ``ModelHub`` registers
+    mmpretrain's own model index the first time a name is asked for, and ``register_model_index`` takes
+    a whole index (ours also lists detectors and segmenters, which mmpretrain cannot build). After
+    mmpretrain's, the entries of our index whose results are ``Image Classification`` are added, under
+    their names, unless mmpretrain has the name already."""
+    hub = model_module.ModelHub
+    original = hub.__dict__.get('_register_mmpretrain_models')
+    if not isinstance(original, classmethod) or getattr(original.__func__, PATCHED, False):
+        return
+    register_mmpretrain_models = original.__func__
+    done = []
+
+    def _register_mmpretrain_models(cls):
+        register_mmpretrain_models(cls)
+        folder = our_index_folder()
+        if done or folder is None:
+            return
+        done.append(True)
+        index = model_module.load(os.path.join(folder, 'model-index.yml'))
+        index.build_models_with_collections()
+        for metainfo in index.models:
+            if not any(result.task == 'Image Classification' for result in metainfo.results or []):
+                continue
+            if metainfo.name.lower() not in cls._models_dict:
+                metainfo.config = cls._expand_config_path(metainfo, folder)
+                cls._models_dict[metainfo.name.lower()] = metainfo
+    _register_mmpretrain_models.__wrapped__ = register_mmpretrain_models
+    setattr(_register_mmpretrain_models, PATCHED, True)
+    hub._register_mmpretrain_models = classmethod(_register_mmpretrain_models)
+
+
 def install() -> None:
     """Install the hooks (idempotent)."""
     if os.environ.get(SWITCH, '1') == '0':
@@ -225,3 +325,5 @@ def install() -> None:
     when_imported('mim.utils.utils', locate_mim_package)
     when_imported('mim.commands.list', list_editable_install)
     when_imported('mim.cli', list_editable_install_in_cli)
+    when_imported('mmengine.infer.infer', find_our_model_names)
+    when_imported('mmpretrain.apis.model', register_our_classifiers)

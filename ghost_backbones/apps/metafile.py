@@ -75,8 +75,9 @@ def model_entry(entry: Entry, counts: Optional[Dict[str, int]]) -> dict:
              'Metadata': {'Training Data': entry.dataset, 'Input Size': input_size(entry.size)}}
     if counts:
         model['Metadata'].update(Parameters=counts['params'], FLOPs=counts['flops'])
-    if entry.metrics:
-        model['Results'] = [{'Task': entry.task, 'Dataset': entry.dataset, 'Metrics': dict(entry.metrics)}]
+    # every entry names its task (mmpretrain's ModelHub takes the Image Classification ones: the startup hook);
+    # Metrics only where measured
+    model['Results'] = [{'Task': entry.task, 'Dataset': entry.dataset, 'Metrics': dict(entry.metrics or {})}]
     if entry.note:
         model['Notes'] = entry.note
     model['Weights'] = entry.weights

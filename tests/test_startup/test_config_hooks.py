@@ -61,3 +61,52 @@ def test_mmengine_hub_get_config_from_the_editable_install(tmp_path):
     filename, scope = result.stdout.split()[-2:]
     assert osp.realpath(filename) == osp.join(ROOT, 'configs', 'synthetic', 'fpn_ghostnet-1.0x_synthetic-160.py')
     assert scope == 'mmseg'
+
+
+BY_NAME = '''
+import json, warnings
+warnings.simplefilter('ignore')
+import numpy as np
+from mmdet.apis import DetInferencer
+from mmseg.apis import MMSegInferencer
+from mmpretrain import ImageClassificationInferencer, list_models
+got = {}
+# first: mmpretrain's inferencer builds its pipeline in the current default scope, which the others set
+got['cls_names'] = list_models('ghostnet*')
+classifier = ImageClassificationInferencer('ghostnet-v1-1.0x_synthetic-cls-64', device='cpu')
+got['cls'] = [type(classifier.model.backbone).__name__, len(classifier(np.zeros((64, 64, 3), np.uint8))[0]['pred_scores'])]
+detector = DetInferencer(model='ssdlite_ghostnet-1.0x_synthetic-160', device='cpu', show_progress=False)  # scope mmdet
+got['det'] = [detector.cfg.filename, type(detector.model.backbone).__name__,
+              len(detector(np.zeros((160, 160, 3), np.uint8), no_save_vis=True)['predictions'])]
+got['mmdet_own'] = DetInferencer._get_repo_or_mim_dir('mmdet')  # mmdet's own names are looked up first
+try:
+    DetInferencer(model='fpn_ghostnet-1.0x_synthetic-160', device='cpu')
+except ValueError as error:
+    got['wrong_scope'] = str(error)
+try:
+    DetInferencer(model='no_such_model', device='cpu')
+except ValueError as error:
+    got['unknown'] = str(error)
+segmenter = MMSegInferencer(model='fpn_ghostnet-1.0x_synthetic-160', device='cpu')
+got['seg'] = [segmenter.cfg.filename, type(segmenter.model.backbone).__name__,
+              list(segmenter(np.zeros((160, 160, 3), np.uint8))['predictions'].shape)]
+print(json.dumps(got))
+'''
+
+
+def test_inferencers_find_our_model_index_names_in_their_own_scope(tmp_path):
+    """``DetInferencer(model='<our name>')`` (scope mmdet), ``MMSegInferencer`` (mmseg) and mmpretrain's
+    ``ImageClassificationInferencer`` / ``list_models`` find our configs by model-index name. mmengine read
+    only the index of the package named by the scope: ours only with ``scope='ghost_backbones'``, which is
+    then the default registry scope, where mmdet's ``PackDetInputs`` is not found (issue 24)."""
+    result = subprocess.run([sys.executable, '-c', BY_NAME], capture_output=True, text=True, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    synthetic = osp.join(ROOT, 'configs', 'synthetic')
+    assert got['det'] == [osp.join(synthetic, 'ssdlite_ghostnet-1.0x_synthetic-160.py'), 'GhostNet', 1]
+    assert got['seg'] == [osp.join(synthetic, 'fpn_ghostnet-1.0x_synthetic-160.py'), 'GhostNet', [160, 160]]
+    assert 'a mmseg config of ghost_backbones' in got['wrong_scope'] and 'use an inferencer of mmseg' in got['wrong_scope']
+    assert got['unknown'] == 'Cannot find model: no_such_model in mmdet'
+    assert got['cls_names'] == ['ghostnet-v1-1.0x_8xb128_in1k', 'ghostnet-v1-1.0x_synthetic-cls-64',
+                                'ghostnet-v2-1.0x_8xb128_in1k', 'ghostnet-v3-1.0x_8xb128_in1k']
+    assert got['cls'] == ['GhostNet', 3]
