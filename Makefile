@@ -2,6 +2,7 @@
 #   make demo   set-up (idempotent) + the main job on the built-in synthetic data
 #   make test   set-up (idempotent) + the test suite, on upstream OpenMMLab (.venv) then on OneDL (.venv-onedl)
 #   make setup STACK=onedl   the OneDL venv alone; make test-onedl   its set-up + the OneDL tests alone
+#   make gpu-check  set-up + the GPU check (tools/analysis/gpu_check.sh; DEVICE=cpu for tiny sizes on CPU)
 PYTHON := .venv/bin/python
 OUT ?= outputs/main_job
 STACK ?= openmmlab
@@ -14,7 +15,7 @@ ONEDL_TESTS ?= tests/onedl tests/test_registry.py \
 	$(ATTACKS)::test_every_entry_point_refuses $(ATTACKS)::test_a_legitimate_file_beside_the_hostile_ones_loads \
 	tests/test_configs/test_inherit.py::test_every_config_inherited_builds_with_the_upstream_registries
 
-.PHONY: setup setup-onedl demo test test-onedl test-fast
+.PHONY: setup setup-onedl demo test test-onedl test-fast gpu-check
 
 setup:
 	GB_STACK=$(STACK) bash tools/setup_env.sh
@@ -34,3 +35,7 @@ test-onedl: setup-onedl
 
 test-fast: setup
 	$(PYTHON) -m pytest tests -v -m "not slow"
+
+DEVICE ?= cuda
+gpu-check:
+	bash tools/analysis/gpu_check.sh --device $(DEVICE)
