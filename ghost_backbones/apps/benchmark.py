@@ -93,39 +93,94 @@ def gflops_or_none(model: nn.Module, size: int) -> Optional[float]:
         return None
 
 
-def candidates(arch: str, width: float, channels_last: bool) -> Dict[str, Callable[[], nn.Module]]:
+class CudaGraphed(nn.Module):
+    """A module replayed from CUDA graphs (``torch.cuda.graphs``), one graph per input shape:
+    the first call with a shape warms the module up on a side stream and captures it; every call
+    copies its input into the graph's static input and replays. The outputs are the graph's
+    static tensors, overwritten by the next call (clone them to keep them). Inference only."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+        self.graphs = {}
+
+    def capture(self, x: torch.Tensor):
+        static_input = x.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                self.module(static_input)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_output = self.module(static_input)
+        return graph, static_input, static_output
+
+    def forward(self, x: torch.Tensor):
+        if not x.is_cuda:
+            raise RuntimeError('CUDA graphs need a CUDA input')
+        key = (tuple(x.shape), x.dtype, x.stride())
+        if key not in self.graphs:
+            self.graphs[key] = self.capture(x)
+        graph, static_input, static_output = self.graphs[key]
+        static_input.copy_(x)
+        graph.replay()
+        return static_output
+
+
+def candidates(arch: str, width: float, channels_last: bool, out_stride: int = 32,
+               cuda_graphs: bool = False) -> Dict[str, Callable[[], nn.Module]]:
+    """Ours at ``out_stride`` (labelled when not 32) beside timm and MobileNetV2 at stride 32;
+    with ``cuda_graphs``, the deployed backbone and MobileNetV2 replayed from CUDA graphs too."""
+    tag = '' if out_stride == 32 else f', out_stride {out_stride}'
+
     def deployed(out_indices=(2, 4, 6, 9)):
-        model = deploy_backbone(GhostNet(arch=arch, widen_factor=width, out_indices=out_indices))
+        model = deploy_backbone(GhostNet(arch=arch, widen_factor=width, out_indices=out_indices,
+                                         out_stride=out_stride))
         return model.to(memory_format=torch.channels_last) if channels_last else model
-    return {
-        'ours (training structure)': lambda: GhostNet(arch=arch, widen_factor=width),
-        'ours (deploy)': deployed,
+    models = {
+        f'ours (training structure{tag})': lambda: GhostNet(arch=arch, widen_factor=width, out_stride=out_stride),
+        f'ours (deploy{tag})': deployed,
         # timm's features_only stops after blocks[7]: the same work as these taps
-        "ours (deploy, timm's taps 1,3,5,7)": lambda: deployed((1, 3, 5, 7)),
+        f"ours (deploy, timm's taps 1,3,5,7{tag})": lambda: deployed((1, 3, 5, 7)),
         f'timm {TIMM_PREFIX[arch]} (eager)': lambda: timm_backbone(arch, width),
         'mmdet MobileNetV2 1.0x (eager)': mobilenet_v2,
     }
+    if cuda_graphs:
+        models[f'ours (deploy, CUDA graphs{tag})'] = lambda: CudaGraphed(deployed())
+        models['mmdet MobileNetV2 1.0x (CUDA graphs)'] = lambda: CudaGraphed(mobilenet_v2())
+    return models
 
 
 def run_benchmark(archs=ARCHS, width: float = 1.0, size: int = 320, batches=(1, 8),
                   device: str = 'cpu', dtype: str = 'float32', threads: int = 2, warmup: int = 10,
-                  iters: int = 50, channels_last: bool = True, onnx: bool = True, rounds: int = 5) -> List[Dict]:
+                  iters: int = 50, channels_last: bool = True, onnx: bool = True, rounds: int = 5,
+                  out_stride: int = 32, cuda_graphs: Optional[bool] = None, flops: bool = True) -> List[Dict]:
     """One row per (arch, model, batch): median latency (ms), throughput (img/s), params, FLOPs.
 
     The models of one (arch, batch) are timed in ``rounds`` interleaved rounds, so that a slow
-    spell of the machine hits all of them alike; the median is over all timed runs.
+    spell of the machine hits all of them alike; the median is over all timed runs, and
+    ``spread`` is (slowest - fastest round median) / median. Ours runs at ``out_stride``; the
+    CUDA-graph rows (default: on CUDA) need a CUDA device. ``flops=False`` skips the FLOP count
+    (a trace of every model on CPU, seconds each).
     """
+    if cuda_graphs is None:
+        cuda_graphs = device.startswith('cuda')
+    if cuda_graphs and not device.startswith('cuda'):
+        raise ValueError('cuda_graphs=True needs a CUDA device')
     prepare_device(device, threads)
     torch_dtype = getattr(torch, dtype)
     rows = []
     for arch in archs:
         models = {}
-        for name, build in candidates(arch, width, channels_last).items():
+        for name, build in candidates(arch, width, channels_last, out_stride, cuda_graphs).items():
             model = build()
             model.eval()  # (mmdet's MobileNetV2.train returns None: no chaining)
+            counted = model.module if isinstance(model, CudaGraphed) else model
             models[name] = Candidate(model.to(device=device, dtype=torch_dtype),
-                                     channels_last and name.startswith('ours (deploy'), count_params(model),
-                                     gflops_or_none(model, size))
+                                     channels_last and name.startswith('ours (deploy'), count_params(counted),
+                                     gflops_or_none(counted, size) if flops else None)
         for batch in batches:
             x = torch.randn(batch, 3, size, size, device=device, dtype=torch_dtype)
             inputs = {name: x.contiguous(memory_format=torch.channels_last) if c.channels_last_input else x
@@ -138,8 +193,10 @@ def run_benchmark(archs=ARCHS, width: float = 1.0, size: int = 320, batches=(1, 
             for name, candidate in models.items():
                 ms = statistics.median(times[name])
                 rows.append(dict(arch=arch, model=name, batch=batch, latency_ms=ms, img_per_s=batch * 1000 / ms,
-                                 params_m=candidate.params_m, gflops=candidate.gflops))
-        if onnx and device == 'cpu' and dtype == 'float32':
+                                 params_m=candidate.params_m, gflops=candidate.gflops,
+                                 spread=(max(times[name]) - min(times[name])) / ms,
+                                 out_stride=out_stride if name.startswith('ours') else 32))
+        if onnx and device == 'cpu' and dtype == 'float32' and out_stride == 32:
             rows += onnx_rows(arch, width, size, batches, threads, warmup, iters)
     add_ratios(rows)
     return rows
@@ -171,12 +228,14 @@ def add_ratios(rows: List[Dict]) -> None:
 
 
 def format_rows(rows: List[Dict]) -> str:
-    header = '| arch | model | batch | median ms | img/s | / timm | / MobileNetV2 | params (M) | GFLOPs |'
-    lines = [header, '|---|---|---|---|---|---|---|---|---|']
+    """Markdown table; ``spread`` is (slowest - fastest round) / median of each row's rounds."""
+    header = '| arch | model | batch | median ms | img/s | / timm | / MobileNetV2 | params (M) | GFLOPs | spread |'
+    lines = [header, '|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         gflops = f"{r['gflops']:.3f}" if r['gflops'] is not None else '-'
+        spread = f"{r['spread']:.0%}" if r.get('spread') is not None else '-'
         lines.append(f"| {r['arch']} | {r['model']} | {r['batch']} | {r['latency_ms']:.1f} | {r['img_per_s']:.1f} "
-                     f"| {r['vs_timm']:.2f} | {r['vs_mobilenetv2']:.2f} | {r['params_m']:.2f} | {gflops} |")
+                     f"| {r['vs_timm']:.2f} | {r['vs_mobilenetv2']:.2f} | {r['params_m']:.2f} | {gflops} | {spread} |")
     return '\n'.join(lines)
 
 

@@ -4,6 +4,9 @@ MobileNetV2 1.0x and ours in onnxruntime; median latency, img/s, ratios, params,
 
     python tools/analysis/benchmark.py [--archs v1 v2 v3] [--size 320] [--batches 1 8]
         [--threads 2] [--iters 50] [--device cpu|cuda] [--dtype float32|float16] [--json out.json]
+        [--out-stride 32|16|8] [--cuda-graphs | --no-cuda-graphs]
+        # ours at --out-stride (dilated, for segmentation) beside timm and MobileNetV2 at stride 32;
+        # on CUDA also the deployed backbone and MobileNetV2 replayed from CUDA graphs
     python tools/analysis/benchmark.py --quick          # few iterations: checks that it runs
     python tools/analysis/benchmark.py --train-detectors --device cuda --amp [--compile]
         # training img/s of SSDLite-GhostNet vs SSDLite-MobileNetV2 on synthetic batches
@@ -116,6 +119,13 @@ def main():
                         help='channels_last for ours (deploy) and the detectors (default: on CPU only)')
     memory.add_argument('--no-channels-last', dest='channels_last', action='store_false')
     parser.add_argument('--no-onnx', action='store_true')
+    parser.add_argument('--out-stride', type=int, default=32, choices=[32, 16, 8],
+                        help='output stride of ours (16 / 8: dilated); timm and MobileNetV2 stay at 32')
+    graphs = parser.add_mutually_exclusive_group()
+    graphs.add_argument('--cuda-graphs', dest='cuda_graphs', action='store_true', default=None,
+                        help='also time the deployed backbone and MobileNetV2 replayed from CUDA graphs '
+                             '(default: on CUDA)')
+    graphs.add_argument('--no-cuda-graphs', dest='cuda_graphs', action='store_false')
     parser.add_argument('--quick', action='store_true', help='2 warm-up and 3 timed runs, batch 1 and 2')
     parser.add_argument('--train-detectors', action='store_true')
     parser.add_argument('--detectors', nargs='+', metavar='CONFIG',
@@ -152,7 +162,8 @@ def main():
         print(f"ratio {rows[0]['name']} / {rows[1]['name']} throughput: {rows[0]['img_per_s'] / rows[1]['img_per_s']:.2f}")
     else:
         rows = run_benchmark(args.archs, args.width, args.size, args.batches, args.device, args.dtype, args.threads,
-                             args.warmup, args.iters, args.channels_last, not args.no_onnx)
+                             args.warmup, args.iters, args.channels_last, not args.no_onnx,
+                             out_stride=args.out_stride, cuda_graphs=args.cuda_graphs)
         print(format_rows(rows))
     if args.json:
         with open(args.json, 'w') as f:
