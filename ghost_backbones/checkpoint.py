@@ -105,6 +105,8 @@ def load_checkpoint_bytes(data: bytes, name: str, map_location=None):
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
     except RecursionError:
         raise CheckpointError(f'{name} is nested too deeply to be a checkpoint') from None
+    except MemoryError:
+        raise CheckpointError(f'{name} needs more memory than this process may use') from None
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, TypeError, OSError,
             KeyError, IndexError, AttributeError, UnicodeDecodeError) as error:
         raise CheckpointError(f'{name} is not a readable PyTorch checkpoint (truncated or another kind of file): '

@@ -14,6 +14,7 @@ types, sparse validation, storage-only persistent ids); :func:`finalize` then tu
 placeholders into real arrays, dtypes and HistoryBuffers.
 """
 import re
+import reprlib
 from collections import Counter, OrderedDict
 from typing import NamedTuple
 
@@ -24,6 +25,13 @@ from .checkpoint_errors import Refused
 
 NUMERIC_KINDS = 'biufc'  # bool, signed / unsigned int, float, complex
 STATISTICS_NAMES = ('min', 'max', 'current', 'mean')  # what mmengine's HistoryBuffer registers
+_short = reprlib.Repr()
+_short.maxstring, _short.maxother, _short.maxlevel = 40, 40, 3
+
+
+def short(value) -> str:
+    """``repr`` of file data for a message, bounded (a nested value of a small file can be huge)."""
+    return _short.repr(value)
 
 
 # ---------------------------------------------------------------------------- numpy
@@ -31,11 +39,14 @@ STATISTICS_NAMES = ('min', 'max', 'current', 'mean')  # what mmengine's HistoryB
 class NdarrayName:
     """What the name ``numpy.ndarray`` stands for in a checkpoint: only :func:`reconstruct_array` takes it."""
 
+    def __setstate__(self, state) -> None:  # an instance (NEWOBJ) must never take state (e.g. a __class__)
+        raise Refused('state for numpy.ndarray itself')
+
 
 def numeric_dtype(code) -> np.dtype:
     """A dtype from its pickled code ('f4', 'i8', ...), if it is a plain numeric one."""
     if not isinstance(code, str) or not re.fullmatch(r'[a-zA-Z?]\d{0,2}', code):
-        raise Refused(f'numpy dtype {code!r} (only numeric dtypes are data)')
+        raise Refused(f'numpy dtype {short(code)} (only numeric dtypes are data)')
     dtype = np.dtype(code)
     if dtype.kind not in NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
         raise Refused(f'numpy dtype {code!r} of kind {dtype.kind!r} (only numeric dtypes are data)')
@@ -53,14 +64,14 @@ class PendingDtype:
         # (fields, names, sub-arrays, a custom item size or alignment, flags) is not plain data
         if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3 and state[1] in '<>|='
                 and state[2:5] == (None, None, None) and state[5:] == (-1, -1, 0)):
-            raise Refused(f'numpy dtype state {state!r} (only plain numeric dtypes are data)')
+            raise Refused(f'numpy dtype state {short(state)} (only plain numeric dtypes are data)')
         if state[1] in '<>':
             self.dtype = self.dtype.newbyteorder(state[1])
 
 
 def real_dtype(value) -> np.dtype:
     if type(value) is not PendingDtype:
-        raise Refused(f'numpy data with dtype {value!r}')
+        raise Refused(f'numpy data with dtype {short(value)}')
     return value.dtype
 
 
@@ -75,7 +86,7 @@ class PendingArray:
         shape, dtype, fortran, raw = state[-4:]
         dtype = real_dtype(dtype)
         if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
-            raise Refused(f'numpy array shape {shape!r}')
+            raise Refused(f'numpy array shape {short(shape)}')
         if not isinstance(raw, (bytes, bytearray)) or len(raw) != int(np.prod(shape)) * dtype.itemsize:
             raise Refused(f'numpy array of shape {shape} and dtype {dtype}: its data is not {dtype.itemsize}-byte '
                           'numbers of that count')
@@ -84,14 +95,21 @@ class PendingArray:
 
 def reconstruct_array(subtype, shape, code):
     if subtype is not NdarrayName:
-        raise Refused(f'numpy _reconstruct of {subtype!r}')
+        raise Refused(f'numpy _reconstruct of {short(subtype)}')
     return PendingArray()
+
+
+def empty_bytes(*args) -> bytes:
+    """``bytes()``: how pickle protocol 2 writes ``b''`` (e.g. the data of an empty numpy array)."""
+    if args:
+        raise Refused('bytes built from arguments')
+    return b''
 
 
 def make_scalar(dtype, raw):
     dtype = real_dtype(dtype)
     if not isinstance(raw, bytes) or len(raw) != dtype.itemsize:
-        raise Refused(f'numpy scalar of dtype {dtype} from {len(raw) if isinstance(raw, bytes) else raw!r} bytes')
+        raise Refused(f'numpy scalar of dtype {dtype} from {len(raw) if isinstance(raw, bytes) else short(raw)} bytes')
     return np.frombuffer(raw, dtype=dtype)[0].copy()
 
 
@@ -113,7 +131,7 @@ class HistoryBufferState:
     def __setstate__(self, state) -> None:
         allowed = {'_log_history', '_count_history', 'max_length', 'statistics_methods'}
         if not isinstance(state, dict) or not set(state) <= allowed:
-            raise Refused(f'HistoryBuffer state with keys {sorted(state) if isinstance(state, dict) else state!r}')
+            raise Refused(f'HistoryBuffer state with keys {short(sorted(map(str, state)) if isinstance(state, dict) else state)}')
         methods = state.get('statistics_methods', {})
         if not (isinstance(methods, dict) and all(isinstance(v, StatisticsName) for v in methods.values())):
             raise Refused('HistoryBuffer statistics that are not its own methods')
@@ -126,7 +144,7 @@ class HistoryBufferState:
         logs, counts = (numbers(self.state.get(key, ())) for key in ('_log_history', '_count_history'))
         max_length = self.state.get('max_length', 1000000)
         if type(max_length) is not int or max_length <= 0 or len(logs) != len(counts):
-            raise Refused(f'HistoryBuffer with max_length {max_length!r}, {len(logs)} values, {len(counts)} counts')
+            raise Refused(f'HistoryBuffer with max_length {short(max_length)}, {len(logs)} values, {len(counts)} counts')
         return HistoryBuffer(logs, counts, max_length)
 
 
@@ -143,7 +161,7 @@ def statistics_reference(owner, name):
     from mmengine.logging import HistoryBuffer
     names = set(STATISTICS_NAMES) | set(getattr(HistoryBuffer, '_statistics_methods', {}))
     if owner is not HistoryBufferState or name not in names:
-        raise Refused(f'getattr({getattr(owner, "__name__", owner)!r}, {name!r})')
+        raise Refused(f'getattr({short(getattr(owner, "__name__", owner))}, {short(name)})')
     return StatisticsName(name)
 
 
@@ -152,7 +170,7 @@ def statistics_reference(owner, name):
 def rebuilders() -> dict:
     """Each global name a data checkpoint may use beyond torch's own allow-list -> our rebuilder."""
     names = {'numpy.ndarray': NdarrayName, 'numpy.dtype': PendingDtype,
-             'builtins.getattr': statistics_reference,
+             'builtins.getattr': statistics_reference, 'builtins.bytes': empty_bytes,
              'mmengine.logging.history_buffer.HistoryBuffer': HistoryBufferState,
              # instances of these are built by the rebuilders above; torch's BUILD needs their type listed
              f'{__name__}.PendingArray': PendingArray}
@@ -170,8 +188,8 @@ REBUILDERS = rebuilders()
 def check_tensor(tensor: torch.Tensor) -> None:
     """A dense tensor may not view more bytes than its storage holds (stride-0 or overlapping views
     of a tiny storage would turn a small file into gigabytes at the first copy)."""
-    if tensor.layout is not torch.strided or tensor.is_quantized:
-        return
+    if tensor.layout is not torch.strided:
+        return  # sparse tensors: torch validates their indices
     if tensor.device.type == 'meta':
         raise Refused(f'a meta tensor of shape {tuple(tensor.shape)} (no data)')
     needed = tensor.numel() * tensor.element_size()
@@ -187,15 +205,17 @@ def finalize(obj, memo: dict):
         return memo[id(obj)]
     kind = type(obj)
     if kind is PendingArray:
-        if obj.array is None:
+        if type(obj.array) is not np.ndarray:
             raise Refused('a numpy array without data')
         result = obj.array
     elif kind is PendingDtype:
+        if not isinstance(obj.dtype, np.dtype):
+            raise Refused('a numpy dtype without its code')
         result = obj.dtype
     elif kind is HistoryBufferState:
         result = obj.build()
     elif kind is StatisticsName or obj is NdarrayName or isinstance(obj, type):
-        raise Refused(f'{obj!r} outside the place mmengine writes it')
+        raise Refused(f'{short(obj)} outside the place mmengine writes it')
     elif kind in (dict, OrderedDict, Counter):
         memo[id(obj)] = obj
         for key, value in list(obj.items()):

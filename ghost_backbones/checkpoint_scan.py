@@ -9,12 +9,16 @@ mmdet, mmseg, timm and torch.save never write any of these, so they are refused:
 * the archive: a torch zip (torch >= 1.6) whose entries are stored, not compressed, each no larger
   than the file; the legacy non-zip format is refused (its loader acts on persistent ids that
   are not storages: torch appends a "patch" file for a ``('module', ...)`` id);
-* the pickle, read once with :func:`pickletools.genops` and a stack of *kinds* (never objects):
-  globals only from torch's allow-list and our rebuilders, less ``bytearray``; dictionary keys
-  and set / Counter elements only strings, bytes, bools, None and ints of identity hash
-  (``|i| < 2**61 - 1``); ``set`` only of a list, ``Counter`` only of a dict, ``OrderedDict``
-  only empty; ``_codecs.encode`` only to latin-1; items added only to lists and dictionaries the
-  pickle itself made.
+* the pickle torch will unpickle (read through torch's own zip reader, which finds records
+  case-insensitively: names that collide so are refused), read once with
+  :func:`pickletools.genops` and a stack of *kinds* (never objects): globals only from torch's
+  allow-list and our rebuilders, less ``bytearray``; calls (REDUCE, NEWOBJ) only of the globals
+  torch.save, numpy and mmengine call, never of a call's result; ``_rebuild_from_type_v2`` only
+  around torch's tensor rebuilders; dictionary keys and set / Counter elements only strings,
+  bytes, bools, None and ints of identity hash (``|i| < 2**61 - 1``); ``set`` only of a list,
+  ``Counter`` only of a dict, ``OrderedDict`` only empty; ``_codecs.encode`` only to latin-1;
+  items added only to lists and dictionaries the pickle itself made; nesting at most
+  ``MAX_DEPTH`` deep.
 """
 import io
 import pickletools
@@ -28,6 +32,7 @@ LEGACY_MAGIC = b'\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19'  # pr
 DENIED_GLOBALS = {'builtins.bytearray'}
 HASH_MODULUS = 2 ** 61 - 1  # ints below it hash to themselves: they cannot collide
 SAFE_KEY_KINDS = ('str', 'bytes', 'bool', 'none')
+MAX_DEPTH = 100  # checkpoints nest a handful of levels; hashing a 300,000-deep tuple overflows the C stack
 
 
 class LegacyFormat(Refused):
@@ -40,6 +45,15 @@ class Kind:
 
     def __init__(self, kind: str, value=None, safe_items: bool = True, items=()):
         self.kind, self.value, self.safe_items, self.items = kind, value, safe_items, items
+        self.depth = 1 + max((item.depth for item in items), default=0)
+        if self.depth > MAX_DEPTH:
+            raise Refused(f'containers nested more than {MAX_DEPTH} deep')
+
+    def contains(self, item: 'Kind') -> None:
+        """An item added to this list or dictionary: it is as deep as its deepest item, plus one."""
+        self.depth = max(self.depth, item.depth + 1)
+        if self.depth > MAX_DEPTH:
+            raise Refused(f'containers nested more than {MAX_DEPTH} deep')
 
     def safe_key(self) -> bool:
         if self.kind == 'int':
@@ -47,7 +61,7 @@ class Kind:
         return self.kind in SAFE_KEY_KINDS
 
     def describe(self) -> str:
-        return f'{self.kind} {self.value!r}' if self.value is not None else self.kind
+        return f'{self.kind} {self.value!r:.40}' if self.value is not None else self.kind
 
 
 def global_name(arg: str) -> str:
@@ -69,17 +83,19 @@ def scan_archive(data: bytes, allowed_globals) -> None:
         raise ValueError('not a torch zip archive')
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         entries = archive.infolist()
-        for entry in entries:
-            if entry.compress_type != zipfile.ZIP_STORED:
-                raise Refused(f'the compressed zip entry {entry.filename!r} (torch.save stores entries uncompressed; '
-                              f'{entry.compress_size} bytes inflating to {entry.file_size})')
-            if entry.file_size > len(data):
-                raise Refused(f'the zip entry {entry.filename!r} declaring {entry.file_size} bytes in a '
-                              f'{len(data)}-byte file')
-        pickles = [e.filename for e in entries if e.filename.endswith('/data.pkl') and e.filename.count('/') == 1]
-        if len(pickles) != 1:
-            raise ValueError(f'{len(pickles)} data.pkl records (a torch checkpoint has one)')
-        scan_pickle(archive.read(pickles[0]), allowed_globals)
+    names = [entry.filename.lower() for entry in entries]
+    if len(set(names)) != len(names):
+        raise Refused('zip entries whose names differ only in case (torch reads records case-insensitively)')
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED:
+            raise Refused(f'the compressed zip entry {entry.filename!r} (torch.save stores entries uncompressed; '
+                          f'{entry.compress_size} bytes inflating to {entry.file_size})')
+        if entry.file_size > len(data):
+            raise Refused(f'the zip entry {entry.filename!r} declaring {entry.file_size} bytes in a '
+                          f'{len(data)}-byte file')
+    import torch
+    reader = torch._C.PyTorchFileReader(io.BytesIO(data))  # the record torch itself will unpickle
+    scan_pickle(reader.get_record('data.pkl'), allowed_globals)
 
 
 def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
@@ -98,6 +114,7 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
             if target.kind == 'dict' and not item.safe_key():
                 raise Refused(f'a dictionary key of kind {item.describe()} (keys are strings and small ints)')
             target.safe_items = target.safe_items and item.safe_key()
+            target.contains(item)
 
     for opcode, arg, _ in pickletools.genops(pickle_bytes):
         name = opcode.name
@@ -112,7 +129,9 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
         elif name == 'NEWOBJ':
             stack.pop()
             cls = stack.pop()
-            stack.append(Kind('dict') if cls.kind == 'global' and cls.value in DICT_TYPES else Kind('object'))
+            if cls.kind != 'global' or cls.value not in NEWOBJ_CLASSES:
+                raise Refused(f'creating a {cls.describe()} (NEWOBJ)')
+            stack.append(Kind('dict') if cls.value in DICT_TYPES else Kind('object'))
         elif name == 'BUILD':
             stack.pop()
         elif name == 'APPEND':
@@ -124,9 +143,12 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
         elif name == 'SETITEM':
             value, key = stack.pop(), stack.pop()
             add_items(stack[-1], [key], 'SETITEM')
+            stack[-1].contains(value)
         elif name == 'SETITEMS':
             items = pop_mark()
             add_items(stack[-1], items[0::2], 'SETITEMS')
+            for value in items[1::2]:
+                stack[-1].contains(value)
         elif name == 'MARK':
             marks.append(stack)
             stack = []
@@ -171,12 +193,25 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
 
 
 DICT_TYPES = ('collections.OrderedDict', 'collections.Counter')
+# what torch.save, numpy and mmengine call in a checkpoint (REDUCE), and create (NEWOBJ)
+TENSOR_REBUILDERS = {f'torch._utils.{name}' for name in (
+    '_rebuild_tensor', '_rebuild_tensor_v2', '_rebuild_tensor_v3', '_rebuild_parameter',
+    '_rebuild_parameter_with_state', '_rebuild_sparse_tensor')}  # not quantized ones: torch allocates their size
+CALLABLES = TENSOR_REBUILDERS | {
+    'torch._tensor._rebuild_from_type_v2', 'torch.Size', 'torch.device', 'torch.serialization._get_layout',
+    'collections.OrderedDict', 'collections.Counter', 'builtins.set', 'builtins.complex', 'builtins.bytes',
+    '_codecs.encode', 'numpy.dtype', 'numpy.core.multiarray._reconstruct', 'numpy._core.multiarray._reconstruct',
+    'numpy.core.multiarray.scalar', 'numpy._core.multiarray.scalar', 'builtins.getattr',
+    'mmengine.logging.history_buffer.HistoryBuffer'}
+NEWOBJ_CLASSES = {'collections.OrderedDict', 'collections.Counter', 'torch.nn.parameter.Parameter',
+                  'mmengine.logging.history_buffer.HistoryBuffer'}
+TENSOR_TYPES = ('torch.Tensor', 'torch.nn.parameter.Parameter')
 
 
 def reduce_kind(func: Kind, args: Kind) -> Kind:
     """The kind of ``func(*args)``, refusing the calls of allowed names that data never makes."""
-    if func.kind != 'global':
-        return Kind('object')
+    if func.kind != 'global' or func.value not in CALLABLES:
+        raise Refused(f'calling a {func.describe()} (REDUCE)')
     arguments = args.items if args.kind == 'tuple' else ()
     if func.value == 'collections.OrderedDict':
         if arguments:
@@ -195,4 +230,13 @@ def reduce_kind(func: Kind, args: Kind) -> Kind:
             raise Refused(f'_codecs.encode to {arguments[1].describe() if len(arguments) == 2 else "?"} '
                           '(bytes are written as latin-1)')
         return Kind('bytes')
+    if func.value == 'builtins.bytes':
+        if arguments:
+            raise Refused('bytes built from arguments (only the empty bytes are pickled so)')
+        return Kind('bytes')
+    if func.value == 'torch._tensor._rebuild_from_type_v2':
+        if not (len(arguments) == 4 and arguments[0].kind == 'global' and arguments[0].value in TENSOR_REBUILDERS
+                and arguments[1].kind == 'global' and arguments[1].value in TENSOR_TYPES
+                and arguments[3].kind in ('dict', 'none')):
+            raise Refused('_rebuild_from_type_v2 around something other than a tensor rebuilder')
     return Kind('object')

@@ -24,30 +24,55 @@ from .checkpoint import (CheckpointError, UnsafeCheckpointError, load_checkpoint
                          read_checkpoint)
 
 
+TIMEOUT_ENV = 'GHOST_BACKBONES_DOWNLOAD_TIMEOUT_S'
+DOWNLOAD_TIMEOUT_S = 60  # per blocking read: a server that stops answering is an error, not a hang
+MAX_DOWNLOAD_ENV = 'GHOST_BACKBONES_MAX_DOWNLOAD_BYTES'
+MAX_DOWNLOAD_BYTES = 8 << 30  # without a Content-Length, a download stops being a checkpoint here
+
+
 def download(url: str, destination: str, progress: bool = False) -> None:
-    """``url`` into ``destination``: streamed into a temporary file beside it, checked against the
-    advertised length, and only then renamed into place, so that an interrupted or truncated
-    download never becomes the cached file."""
-    import shutil
+    """``url`` into ``destination``: streamed into a temporary file beside it, at most the advertised
+    length (or ``GHOST_BACKBONES_MAX_DOWNLOAD_BYTES``, 8 GiB by default, when none is advertised),
+    checked against the advertised length, and only then renamed into place, so that an
+    interrupted, endless or truncated download never becomes the cached file. A server silent for
+    ``GHOST_BACKBONES_DOWNLOAD_TIMEOUT_S`` (60) seconds is an error."""
     import tempfile
     import urllib.request
+    limit = int(os.environ.get(MAX_DOWNLOAD_ENV, MAX_DOWNLOAD_BYTES))
+    timeout = float(os.environ.get(TIMEOUT_ENV, DOWNLOAD_TIMEOUT_S))
     request = urllib.request.Request(url, headers={'User-Agent': 'torch.hub'})
-    with urllib.request.urlopen(request) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         advertised = response.headers.get('Content-Length')
-        folder = osp.dirname(destination)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f'.{osp.basename(destination)}.', delete=False) as tmp:
+        expected = int(advertised) if advertised is not None else None
+        if expected is not None and expected > limit:
+            raise CheckpointError(f'{url} advertises {expected} bytes, more than {MAX_DOWNLOAD_ENV}={limit}')
+        with tempfile.NamedTemporaryFile(dir=osp.dirname(destination), prefix=f'.{osp.basename(destination)}.',
+                                         delete=False) as tmp:
             try:
-                shutil.copyfileobj(response, tmp)
-                tmp.flush()
-                received = tmp.tell()
-                if advertised is not None and received != int(advertised):
-                    raise CheckpointError(f'download of {url} ended after {received} of {advertised} bytes; '
+                received = copy_at_most(response, tmp, limit if expected is None else expected)
+                if expected is not None and received != expected:
+                    raise CheckpointError(f'download of {url} ended after {received} of {expected} bytes; '
+                                          'nothing was cached')
+                if expected is None and response.read(1):
+                    raise CheckpointError(f'download of {url} goes on past {MAX_DOWNLOAD_ENV}={limit} bytes; '
                                           'nothing was cached')
             except BaseException:
                 tmp.close()
                 os.unlink(tmp.name)
                 raise
     os.replace(tmp.name, destination)
+
+
+def copy_at_most(source, target, limit: int, chunk: int = 1 << 20) -> int:
+    """Copy up to ``limit`` bytes; the count copied."""
+    copied = 0
+    while copied < limit:
+        data = source.read(min(chunk, limit - copied))
+        if not data:
+            break
+        target.write(data)
+        copied += len(data)
+    return copied
 
 
 def download_to_hub_cache(url: str, model_dir: str = None, progress: bool = False, again: bool = False) -> str:

@@ -155,3 +155,76 @@ def zip_bytes(obj) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------- found by review
+
+EMPTY_TUPLE, NEWOBJ, APPEND, TUPLE, NONE = b')', b'\x81', b'a', b't', b'N'
+
+
+def around_rebuild_from_type(call: bytes) -> bytes:
+    """``{'s': _rebuild_from_type_v2(set, set, (ARG,), None)}`` with ``call`` = ``ARG`` pickled: the
+    checks on direct calls of ``set`` skipped by calling it through torch's subclass rebuilder."""
+    return (PROTO + EMPTY_DICT + text('s') + glob('torch._tensor', '_rebuild_from_type_v2') + MARK
+            + glob('builtins', 'set') + glob('builtins', 'set') + call + TUPLE1 + NONE + TUPLE + REDUCE + SETITEM + STOP)
+
+
+def colliding_set_via_rebuild(count: int = 40000) -> bytes:
+    items = b''.join(long1(i) for i in colliding_ints(count))
+    return around_rebuild_from_type(EMPTY_LIST + MARK + items + APPENDS)
+
+
+def deep_tuple_in_a_set(depth: int = 300000) -> bytes:
+    """Hashing a 300,000-deep tuple overflows the C stack (SIGSEGV)."""
+    return around_rebuild_from_type(EMPTY_LIST + b'K\x01' + TUPLE1 * depth + APPEND)
+
+
+def reduce_on_a_string(length: int = 40000) -> bytes:
+    """REDUCE on a string: torch's error message about it is searched by a quadratic regex."""
+    return PROTO + EMPTY_DICT + text('x') + text('A' * length) + EMPTY_TUPLE + REDUCE + SETITEM + STOP
+
+
+def legacy_tensor_constructor(numel: int = 2_000_000_000) -> bytes:
+    """``torch.FloatTensor(numel)``: an 8 GB tensor (of uninitialised memory) from a 1 KB file."""
+    return (PROTO + EMPTY_DICT + text('state_dict') + EMPTY_DICT + text('w') + glob('torch', 'FloatTensor')
+            + long1(numel) + TUPLE1 + REDUCE + SETITEM + SETITEM + STOP)
+
+
+def case_twin_archive(path, payload: bytes):
+    """A torch zip with a benign ``<name>/data.pkl`` and ``payload`` as ``<name>/DATA.PKL``, which
+    torch's reader (case-insensitive) may pick instead of the one spelt exactly."""
+    with_pickle(path, PROTO + EMPTY_DICT + STOP)
+    with zipfile.ZipFile(path) as source:
+        entries = [(info.filename, source.read(info.filename)) for info in source.infolist()]
+    prefix = entries[0][0].split('/')[0]
+    with zipfile.ZipFile(path, 'w') as target:
+        target.writestr(f'{prefix}/DATA.PKL', payload)
+        for name, data in entries:
+            target.writestr(name, data)
+    return path
+
+
+def ndarray_escaping_its_placeholder(path):
+    """NEWOBJ ``numpy.ndarray`` with BUILD state ``{'array': huge}, {'__class__': PendingArray}``:
+    a stride-0 view of 10^10 floats passed off as a rebuilt array."""
+    import copyreg
+    from ghost_backbones.checkpoint_rebuild import PendingArray
+
+    class Escaped:
+        __class__ = property(lambda self: np.ndarray)  # so that pickle writes NEWOBJ numpy.ndarray
+
+        def __reduce__(self):
+            return copyreg.__newobj__, (np.ndarray,), ({'array': torch.ones(1).expand(10 ** 5, 10 ** 5)},
+                                                        {'__class__': PendingArray})
+
+    torch.save({'state_dict': {'w': Escaped()}}, str(path))
+    return path
+
+
+def expanded_tensor(path, quantized: bool = False):
+    """A (10^5, 10^5) stride-0 view of one element: 40 GB at the first copy."""
+    one = torch.ones(1)
+    if quantized:
+        one = torch.quantize_per_tensor(one, 0.1, 0, torch.qint8)
+    torch.save({'state_dict': {'w': one.as_strided((10 ** 5, 10 ** 5), (0, 0))}}, str(path))
+    return path

@@ -8,14 +8,17 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from hostile_checkpoints import (EMPTY_DICT, PROTO, STOP, bytearray_bomb, build_on, colliding_dict, colliding_set,
-                                 deflate_bomb, forged_array, forged_dtype, getattr_history_buffer, getattr_os_system,
-                                 glob, legacy_module_checkpoint, runs, sparse_out_of_range, text, with_pickle)
+from hostile_checkpoints import (bytearray_bomb, build_on, case_twin_archive, colliding_dict, colliding_set,
+                                 colliding_set_via_rebuild, deep_tuple_in_a_set, deflate_bomb, expanded_tensor,
+                                 forged_array, forged_dtype, getattr_history_buffer, getattr_os_system, glob,
+                                 legacy_module_checkpoint, legacy_tensor_constructor, ndarray_escaping_its_placeholder,
+                                 reduce_on_a_string, runs, sparse_out_of_range, text, with_pickle)
 
 # Loads each path given through mmengine's CheckpointLoader (the plugin's loaders), then checks that
 # the process-wide state an attack would change is intact and reports its own CPU time and memory.
@@ -102,6 +105,18 @@ def hostile_files(tmp_path, marker):
     raw('colliding_set', colliding_set(), 'a set of something other than strings and small ints')
     raw('colliding_dict', colliding_dict(), 'a dictionary key of kind int')
     files['deflate_bomb'] = (deflate_bomb(tmp_path / 'deflate_bomb.pth'), 'compressed zip entry')
+    # found by review: checks skipped through _rebuild_from_type_v2, another data.pkl, calls of results,
+    # torch's legacy constructors, a placeholder's class swapped, views larger than their storage
+    raw('set_via_rebuild', colliding_set_via_rebuild(), '_rebuild_from_type_v2 around something other')
+    raw('deep_tuple_in_a_set', deep_tuple_in_a_set(), 'nested more than 100 deep')
+    raw('reduce_on_a_string', reduce_on_a_string(), 'calling a str (REDUCE)')
+    raw('legacy_tensor_constructor', legacy_tensor_constructor(), "calling a global 'torch.FloatTensor'")
+    files['case_twin'] = (case_twin_archive(tmp_path / 'case_twin.pth', bytearray_bomb()), 'differ only in case')
+    files['ndarray_escape'] = (ndarray_escaping_its_placeholder(tmp_path / 'ndarray_escape.pth'),
+                               "creating a global 'numpy.ndarray' (NEWOBJ)")
+    files['expanded'] = (expanded_tensor(tmp_path / 'expanded.pth'), 'viewing 40000000000 bytes of a 4-byte storage')
+    files['expanded_quantized'] = (expanded_tensor(tmp_path / 'expanded_quantized.pth', quantized=True),
+                                   "calling a global 'torch._utils._rebuild_qtensor'")
     return files
 
 
@@ -205,9 +220,21 @@ def test_path_trust_is_content_trust(tmp_path):
 
 class Served(http.server.SimpleHTTPRequestHandler):
     """Serves the folder; under /truncated/ it announces 100,000 bytes, sends the first 1,000 of
-    the file and hangs up."""
+    the file and hangs up; /endless streams zeros with no length; /silent never answers (for 30 s)."""
 
     def do_GET(self):
+        if self.path == '/endless':
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(4096):  # 4 GiB at most, in case the client does not stop
+                    self.wfile.write(bytes(1 << 20))
+            except OSError:
+                pass
+            return None
+        if self.path == '/silent':
+            time.sleep(30)
+            return None
         if not self.path.startswith('/truncated/'):
             return super().do_GET()
         with open(os.path.join(self.directory, self.path[len('/truncated/'):]), 'rb') as f:
@@ -347,3 +374,24 @@ def test_a_legitimate_file_beside_the_hostile_ones_loads(hostile, tmp_path):
     outcome, _ = load_in_subprocess([files['os_system'][0], good, files['bytearray_bomb'][0]])
     assert outcome[str(good)] == 'loaded' and outcome['classes intact']
     assert_refused(outcome, files['os_system'][0], 'posix.system')
+
+
+def test_an_endless_or_silent_download_stops_and_caches_nothing(tmp_path, file_server):
+    root, base = file_server
+    cache = tmp_path / 'torch_home' / 'hub' / 'checkpoints'
+    script = ('import sys, resource, ghost_backbones\n'
+              'from mmengine.runner.checkpoint import CheckpointLoader\n'
+              'from ghost_backbones.checkpoint import CheckpointError\n'
+              'for url in sys.argv[1:]:\n'
+              '    try:\n        CheckpointLoader.load_checkpoint(url)\n'
+              '    except (CheckpointError, OSError) as error:\n        print(type(error).__name__, error)\n'
+              'print("RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n')
+    env = dict(os.environ, TORCH_HOME=str(tmp_path / 'torch_home'), GHOST_BACKBONES_MAX_DOWNLOAD_BYTES=str(8 << 20),
+               GHOST_BACKBONES_DOWNLOAD_TIMEOUT_S='2')
+    result = subprocess.run([sys.executable, '-c', script, f'{base}/endless', f'{base}/silent'], capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'goes on past GHOST_BACKBONES_MAX_DOWNLOAD_BYTES=8388608 bytes' in result.stdout, result.stdout
+    assert 'timed out' in result.stdout, result.stdout
+    assert not [p for p in cache.iterdir()]  # no partial file left, nothing cached
+    assert int(result.stdout.split('RSS_MB')[1]) < 1024
