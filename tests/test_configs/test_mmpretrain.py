@@ -1,16 +1,19 @@
 """GhostNet in mmpretrain: ImageNet classifiers whose logits are timm's, trained and scored by
 mmpretrain's own tools, and whose backbones start detectors and segmenters."""
+import glob
 import importlib
 import json
 import os.path as osp
 import re
+import subprocess
+import sys
 
 import pytest
 import timm
 import torch
 
 from ghost_backbones import GhostNet
-from ghost_backbones.apps.datasets import make_synthetic_classification
+from ghost_backbones.apps.datasets import CLASSES, make_synthetic_classification
 from ghost_backbones.apps.deploy import build_from_config
 from ghost_backbones.checkpoint import load_checkpoint_file
 from ghost_backbones.weights import convert_checkpoint
@@ -78,3 +81,38 @@ def test_mmpretrain_tools_train_and_score_the_synthetic_shapes(crops, tmp_path):
     torch.testing.assert_close(detector_backbone.state_dict()['blocks.9.0.conv.weight'],
                                trained['backbone.blocks.9.0.conv.weight'])
     assert json.dumps(top1)
+    # mmpretrain's ImageClassificationInferencer, in a process of its own, with the config and by the model-index
+    # name (ModelHub knows our classifiers): on the val crops, tools/test.py's top-1
+    got = run_inferencer(checkpoint, crops, work_dir)
+    assert got['by_config'] == got['by_name']
+    correct = [CLASSES.index(osp.basename(osp.dirname(path))) == label for path, label in got['by_config']]
+    accuracy = 100 * sum(correct) / len(correct)
+    print(f'ImageClassificationInferencer: top-1 {accuracy:.1f}%')
+    assert len(correct) == counts_in(crops, 'val') and abs(accuracy - top1) <= 1.0
+
+
+INFERENCER = '''
+import glob, json, sys, warnings
+warnings.simplefilter('ignore')
+from mmpretrain import ImageClassificationInferencer
+config, checkpoint, crops, out = sys.argv[1:]
+images = sorted(glob.glob(crops + 'val/*/*.jpg'))
+got = {}
+for key, model in (('by_config', config), ('by_name', 'ghostnet-v1-1.0x_synthetic-cls-64')):
+    inferencer = ImageClassificationInferencer(model, pretrained=checkpoint, device='cpu')
+    got[key] = [[path, result['pred_label']] for path, result in zip(images, inferencer(images, batch_size=32))]
+json.dump(got, open(out, 'w'))
+'''
+
+
+def run_inferencer(checkpoint, crops, work_dir):
+    out = osp.join(work_dir, 'inferencer.json')
+    result = subprocess.run([sys.executable, '-c', INFERENCER, SYNTHETIC, checkpoint, crops, out],
+                            capture_output=True, text=True, cwd=work_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out) as f:
+        return json.load(f)
+
+
+def counts_in(crops, split):
+    return len(glob.glob(osp.join(crops, split, '*', '*.jpg')))

@@ -74,7 +74,8 @@ got = {}
 # first: mmpretrain's inferencer builds its pipeline in the current default scope, which the others set
 got['cls_names'] = list_models('ghostnet*')
 classifier = ImageClassificationInferencer('ghostnet-v1-1.0x_synthetic-cls-64', device='cpu')
-got['cls'] = [type(classifier.model.backbone).__name__, len(classifier(np.zeros((64, 64, 3), np.uint8))[0]['pred_scores'])]
+got['cls'] = [type(classifier.model.backbone).__name__,
+             len(classifier(np.zeros((64, 64, 3), np.uint8))[0]['pred_scores'])]
 detector = DetInferencer(model='ssdlite_ghostnet-1.0x_synthetic-160', device='cpu', show_progress=False)  # scope mmdet
 got['det'] = [detector.cfg.filename, type(detector.model.backbone).__name__,
               len(detector(np.zeros((160, 160, 3), np.uint8), no_save_vis=True)['predictions'])]
@@ -105,7 +106,8 @@ def test_inferencers_find_our_model_index_names_in_their_own_scope(tmp_path):
     synthetic = osp.join(ROOT, 'configs', 'synthetic')
     assert got['det'] == [osp.join(synthetic, 'ssdlite_ghostnet-1.0x_synthetic-160.py'), 'GhostNet', 1]
     assert got['seg'] == [osp.join(synthetic, 'fpn_ghostnet-1.0x_synthetic-160.py'), 'GhostNet', [160, 160]]
-    assert 'a mmseg config of ghost_backbones' in got['wrong_scope'] and 'use an inferencer of mmseg' in got['wrong_scope']
+    assert 'a mmseg config of ghost_backbones' in got['wrong_scope']
+    assert 'use an inferencer of mmseg' in got['wrong_scope']
     assert got['unknown'] == 'Cannot find model: no_such_model in mmdet'
     assert got['cls_names'] == ['ghostnet-v1-1.0x_8xb128_in1k', 'ghostnet-v1-1.0x_synthetic-cls-64',
                                 'ghostnet-v2-1.0x_8xb128_in1k', 'ghostnet-v3-1.0x_8xb128_in1k']
