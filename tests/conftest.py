@@ -50,11 +50,10 @@ def trained_fpn(synthetic, tmp_path_factory):
 
 
 def _trained_briefly(name, options, synthetic, tmp_path_factory):
-    from ghost_backbones.apps.main_job import data_options, train_and_test
+    from ghost_backbones.apps.main_job import train_and_test
     from helpers import CONFIGS
     config = os.path.join(CONFIGS, 'synthetic', f'{name}_ghostnet-1.0x_synthetic-160.py')
     work_dir = str(tmp_path_factory.mktemp(name))
-    options = data_options('mmdet', synthetic) + options
     return dict(train_and_test(config, work_dir, options), work_dir=work_dir, options=options, config=config)
 
 
@@ -63,18 +62,23 @@ def trained_rtmdet(synthetic, tmp_path_factory):
     """RTMDet-GhostNet trained briefly (4 epochs: 3 with mosaic / mix-up, 1 without; EMA) and
     scored with tools/train.py and tools/test.py once per session: an AP well above chance for
     the deployment tests, not the README's."""
-    from ghost_backbones.apps.main_job import det_schedule_options
-    return _trained_briefly('rtmdet', det_schedule_options(4, 25) + ['custom_hooks.1.switch_epoch=3'], synthetic,
-                            tmp_path_factory)
+    from ghost_backbones.apps.main_job import data_options, det_schedule_options
+    options = data_options('mmdet', synthetic) + det_schedule_options(4, 25) + ['custom_hooks.1.switch_epoch=3']
+    return _trained_briefly('rtmdet', options, synthetic, tmp_path_factory)
 
 
 @pytest.fixture(scope='session')
 def trained_yolox(synthetic, tmp_path_factory):
     """YOLOX-GhostNet trained briefly (4 epochs: 1 warm-up, cosine, the last without mosaic) and
     scored once per session, as ``trained_rtmdet``."""
+    from ghost_backbones.apps.main_job import data_options
     epochs = 4
     schedule = [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}', 'param_scheduler.0.end=1',
                 'param_scheduler.1.begin=1', f'param_scheduler.1.T_max={epochs - 2}',
                 f'param_scheduler.1.end={epochs - 1}', f'param_scheduler.2.begin={epochs - 1}',
                 f'param_scheduler.2.end={epochs}', 'custom_hooks.0.num_last_epochs=1']
+    # its training set sits inside a MultiImageMixDataset: data_options' train root one level down
+    data = [option.replace('train_dataloader.dataset.', 'train_dataloader.dataset.dataset.')
+            for option in data_options('mmdet', synthetic)]
+    schedule = data + schedule
     return _trained_briefly('yolox', schedule, synthetic, tmp_path_factory)
