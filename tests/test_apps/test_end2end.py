@@ -214,7 +214,8 @@ def test_runner_resize_is_opencvs():
     import cv2
     runner = load_runner()
     rng = np.random.RandomState(0)
-    for (height, width), (new_h, new_w) in [((160, 160), (100, 100)), ((300, 200), (160, 107)), ((240, 150), (160, 100)),
+    for (height, width), (new_h, new_w) in [((160, 160), (100, 100)), ((300, 200), (160, 107)),
+                                            ((240, 150), (160, 100)),
                                             ((320, 320), (160, 160)), ((100, 60), (160, 96)), ((57, 91), (160, 255))]:
         image = (rng.rand(height, width, 3) * 255).astype(np.uint8)
         diff = np.abs(runner.resize_bilinear(image, new_w, new_h).astype(int) - cv2.resize(image, (new_w, new_h)))
@@ -382,7 +383,8 @@ def test_onnx_detector_scores_like_tools_test(trained_ssdlite, synthetic, tmp_pa
     scores = onnx_scores(DET_CONFIG, trained_ssdlite, synthetic, tmp_path, 'ssdlite', 32)
     reference = trained_ssdlite['metrics']['coco/bbox_mAP']
     with capsys.disabled():
-        print(f'\nbox AP: tools/test.py {reference:.3f}, ONNX FP32 {scores["FP32"]:.3f}, ONNX INT8 {scores["INT8"]:.3f}')
+        print(f'\nbox AP: tools/test.py {reference:.3f}, ONNX FP32 {scores["FP32"]:.3f}, '
+              f'ONNX INT8 {scores["INT8"]:.3f}')
     assert abs(scores['FP32'] - reference) <= 0.005
     assert scores['INT8'] > reference - 0.1
 

@@ -94,8 +94,9 @@ def deployment(args) -> list:
         rows += model_rows
     if len(summary) > 1:
         variants = list(summary[0][2])
-        print(f"\n| model | metric | {' | '.join(variants)} | whole-model ms ({rows[0]['size'][0]}x{rows[0]['size'][1]}, "
-              f"batch 1): {' / '.join(variants)} |\n|---|---|{'---|' * len(variants)}---|")
+        size = f"{rows[0]['size'][0]}x{rows[0]['size'][1]}"
+        print(f"\n| model | metric | {' | '.join(variants)} | whole-model ms ({size}, batch 1): "
+              f"{' / '.join(variants)} |\n|---|---|{'---|' * len(variants)}---|")
         for name, metric, whole in summary:
             values = ' | '.join(f"{whole[v]['value']:.3f}" for v in variants)
             times = ' / '.join(f"{whole[v]['latency_ms']:.1f}" for v in variants)
