@@ -100,7 +100,8 @@ functions = runpy.run_path(args['confusion_matrix'], run_name='confusion_matrix'
 cfg = Config.fromfile(config)
 cfg.merge_from_dict({key: DictAction._parse_iterable(value) for key, value in (o.split('=', 1) for o in options)})
 dataset = DATASETS.build(cfg.test_dataloader.dataset)
-matrix = functions['calculate_confusion_matrix'](dataset, load(osp.join(work, 'results.pkl')), 0.3, 0.5, None)
+matrix = functions['calculate_confusion_matrix'](dataset, load(osp.join(work, 'results.pkl')), score_thr=0.3,
+                                                 tp_iou_thr=0.5)
 out['confusion_matrix'] = matrix.tolist()
 save()
 '''
