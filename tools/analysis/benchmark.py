@@ -72,7 +72,11 @@ def deployment(args) -> list:
         raise SystemExit('--deploy: give one --checkpoint per --config')
     rows, summary = [], []
     for config, checkpoint in zip(args.config, checkpoints):
-        options = parse_cfg_options(data_options(Config.fromfile(config).default_scope, args.data))
+        cfg = Config.fromfile(config)
+        data = data_options(cfg.default_scope, args.data)
+        if 'dataset' in cfg.train_dataloader.dataset:  # a wrapper (YOLOX's MultiImageMixDataset): its inner root
+            data = [o.replace('train_dataloader.dataset.', 'train_dataloader.dataset.dataset.') for o in data]
+        options = parse_cfg_options(data)
         with tempfile.TemporaryDirectory() as work_dir:
             timed = deployment_variants(config, checkpoint, work_dir, args.size, args.threads, args.calib_images,
                                         options)
