@@ -59,8 +59,7 @@ import functools
 import importlib
 import os
 
-from ghost_backbones_startup import (ONEDL_PREFIX, register_config_scope, resolve_onedl_distributions,
-                                     scope_bases_by_default_scope)
+from ghost_backbones_startup import register_config_scope, resolve_onedl_distributions, scope_bases_by_default_scope
 from ghost_backbones_startup.post_import import when_imported
 
 _applied = False

@@ -1,5 +1,8 @@
+import http.server
 import os
 import sys
+import threading
+import time
 
 import pytest
 import torch
@@ -82,3 +85,46 @@ def trained_yolox(synthetic, tmp_path_factory):
             for option in data_options('mmdet', synthetic)]
     schedule = data + schedule
     return _trained_briefly('yolox', schedule, synthetic, tmp_path_factory)
+
+
+class Served(http.server.SimpleHTTPRequestHandler):
+    """Serves the folder; under /truncated/ it announces 100,000 bytes, sends the first 1,000 of
+    the file and hangs up; /endless streams zeros with no length; /silent never answers (for 30 s)."""
+
+    def do_GET(self):
+        if self.path == '/endless':
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(4096):  # 4 GiB at most, in case the client does not stop
+                    self.wfile.write(bytes(1 << 20))
+            except OSError:
+                pass
+            return None
+        if self.path == '/silent':
+            time.sleep(30)
+            return None
+        if not self.path.startswith('/truncated/'):
+            return super().do_GET()
+        with open(os.path.join(self.directory, self.path[len('/truncated/'):]), 'rb') as f:
+            body = f.read(1000)
+        self.send_response(200)
+        self.send_header('Content-Length', '100000')
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def file_server(tmp_path):
+    """An HTTP server on 127.0.0.1 serving tmp_path/www, stopped after the test."""
+    root = tmp_path / 'www'
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), lambda *a: Served(*a, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f'http://127.0.0.1:{server.server_address[1]}'
+    server.shutdown()
+    server.server_close()

@@ -4,12 +4,10 @@ process), and trust by content. The hostile files are in test_checkpoint_attacks
 import asyncio
 import collections
 import hashlib
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -142,24 +140,6 @@ def test_timm_checkpoint_loads(tmp_path):
     loaded = load_checkpoint_file(str(path))
     assert set(loaded) == set(model.state_dict())
     assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
-
-
-class Served(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture()
-def file_server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving tmp_path/www, stopped after the test."""
-    root = tmp_path / 'www'
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), lambda *a: Served(*a, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f'http://127.0.0.1:{server.server_address[1]}'
-    server.shutdown()
-    server.server_close()
 
 
 URL_LOADER = r'''
