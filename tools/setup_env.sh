@@ -115,35 +115,37 @@ sys.exit(not ok or bool(upstream))
 PY
 }
 
-build_full_onedl_mmcv() {
+# Build (or reuse from the cache) a compiled wheel of DIST (mmcv or onedl-mmcv) at $MMCV_VERSION and install it.
+build_full_mmcv() {
+  local DIST="$1" STEM="${1//-/_}"
   WITH_CUDA=0
   if command -v nvcc >/dev/null 2>&1 && "$PY" -c 'import torch,sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
     WITH_CUDA=1
   fi
   PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
   FLAVOUR="torch${TORCH_VERSION}-${PYTAG}-$([ $WITH_CUDA = 1 ] && echo cuda || echo cpu)"
-  WHEEL_DIR="$CACHE/onedl-mmcv-$MMCV_VERSION-$FLAVOUR"
-  if ! ls "$WHEEL_DIR"/onedl_mmcv-*.whl >/dev/null 2>&1; then
-    command -v g++ >/dev/null || fail "no C++ compiler: GB_MMCV=full compiles mmcv's ops (apt-get install g++)"
+  WHEEL_DIR="$CACHE/$DIST-$MMCV_VERSION-$FLAVOUR"
+  if ! ls "$WHEEL_DIR"/"$STEM"-*.whl >/dev/null 2>&1; then
+    command -v g++ >/dev/null || fail "no C++ compiler: GB_MMCV=full compiles $DIST's ops (apt-get install g++)"
     "${PIP[@]}" -q ninja
     BUILD="$(mktemp -d)"
-    echo "no cached wheel in $WHEEL_DIR: building onedl-mmcv from the PyPI source in $BUILD (tens of minutes on 2 cores)"
-    "$PY" -m pip download -q --no-deps --no-binary :all: -d "$BUILD" "onedl-mmcv==$MMCV_VERSION"
-    tar -xzf "$BUILD"/onedl_mmcv-$MMCV_VERSION.tar.gz -C "$BUILD"
-    SRC="$BUILD/onedl_mmcv-$MMCV_VERSION"
+    echo "no cached wheel in $WHEEL_DIR: building $DIST from the PyPI source in $BUILD (16 to 30 min on 2 cores)"
+    "$PY" -m pip download -q --no-deps --no-binary :all: --no-build-isolation -d "$BUILD" "$DIST==$MMCV_VERSION"
+    tar -xzf "$BUILD"/"$STEM"-$MMCV_VERSION.tar.gz -C "$BUILD"
+    SRC="$BUILD/$STEM-$MMCV_VERSION"
     # torch >= 2.10 headers: "#error C++20 or later compatible compiler is required to use ATen".
-    grep -q "'-std=c++17'" "$SRC/setup.py" || fail "onedl-mmcv setup.py no longer has '-std=c++17': patch needs review"
+    grep -q "'-std=c++17'" "$SRC/setup.py" || fail "$DIST setup.py no longer has '-std=c++17': patch needs review"
     sed -i "s/'-std=c++17'/'-std=c++20'/g" "$SRC/setup.py"
     [ $WITH_CUDA = 1 ] && export FORCE_CUDA=1
     # torch must be importable by setup.py (it skips the ops without it): no build isolation
     MMCV_WITH_OPS=1 "$PY" -m pip wheel --no-build-isolation --no-deps -w "$BUILD/wheel" "$SRC"
     mkdir -p "$WHEEL_DIR"
-    cp "$BUILD"/wheel/onedl_mmcv-*.whl "$WHEEL_DIR/"
+    cp "$BUILD"/wheel/"$STEM"-*.whl "$WHEEL_DIR/"
     rm -rf "$BUILD"
   else
-    echo "reusing cached wheel $(ls "$WHEEL_DIR"/onedl_mmcv-*.whl)"
+    echo "reusing cached wheel $(ls "$WHEEL_DIR"/"$STEM"-*.whl)"
   fi
-  "${PIP[@]}" --no-deps --force-reinstall "$WHEEL_DIR"/onedl_mmcv-*.whl
+  "${PIP[@]}" --no-deps --force-reinstall "$WHEEL_DIR"/"$STEM"-*.whl
 }
 
 onedl_setup() {
@@ -161,7 +163,7 @@ onedl_setup() {
   elif [ "$INSTALLED" = "$MMCV_VERSION" ] && [ "$MMCV_FLAVOUR" = lite ]; then
     echo "already installed"
   elif [ "$MMCV_FLAVOUR" = full ]; then
-    build_full_onedl_mmcv
+    build_full_mmcv onedl-mmcv
   else
     # built with build isolation: no torch in the build environment, so no compiled ops
     "${PIP[@]}" -q "onedl-mmcv==$MMCV_VERSION"
@@ -217,38 +219,6 @@ sys.exit(not (mmcv.__version__ == os.environ['GB_MMCV_VERSION'] and keep.tolist(
 PY
 }
 
-build_full_mmcv() {
-  WITH_CUDA=0
-  if command -v nvcc >/dev/null 2>&1 && "$PY" -c 'import torch,sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
-    WITH_CUDA=1
-  fi
-  PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-  FLAVOUR="torch${TORCH_VERSION}-${PYTAG}-$([ $WITH_CUDA = 1 ] && echo cuda || echo cpu)"
-  WHEEL_DIR="$CACHE/mmcv-$MMCV_VERSION-$FLAVOUR"
-  if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
-    command -v g++ >/dev/null || fail "no C++ compiler: GB_MMCV=full compiles mmcv's ops (apt-get install g++)"
-    "${PIP[@]}" -q ninja
-    BUILD="$(mktemp -d)"
-    echo "no cached wheel in $WHEEL_DIR: building from the PyPI source in $BUILD (16 to 30 min on 2 cores)"
-    "$PY" -m pip download -q --no-deps --no-binary :all: --no-build-isolation -d "$BUILD" "mmcv==$MMCV_VERSION"
-    tar -xzf "$BUILD"/mmcv-$MMCV_VERSION.tar.gz -C "$BUILD"
-    SRC="$BUILD/mmcv-$MMCV_VERSION"
-    # torch >= 2.10 headers: "#error C++20 or later compatible compiler is required to use ATen".
-    grep -q "'-std=c++17'" "$SRC/setup.py" || fail "mmcv setup.py no longer has '-std=c++17': patch needs review"
-    sed -i "s/'-std=c++17'/'-std=c++20'/g" "$SRC/setup.py"
-    [ $WITH_CUDA = 1 ] && export FORCE_CUDA=1
-    MMCV_WITH_OPS=1 "$PY" -m pip wheel --no-build-isolation --no-deps -w "$BUILD/wheel" "$SRC"
-    mkdir -p "$WHEEL_DIR"
-    cp "$BUILD"/wheel/mmcv-*.whl "$WHEEL_DIR/"
-    rm -rf "$BUILD"
-  else
-    echo "reusing cached wheel $(ls "$WHEEL_DIR"/mmcv-*.whl)"
-  fi
-  "$PY" -m pip uninstall -q -y mmcv-lite 2>/dev/null || true
-  "${PIP[@]}" --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
-  # mmcv's own runtime requirements (no torch pin there, so this touches nothing else)
-  "${PIP[@]}" -q addict packaging Pillow pyyaml yapf opencv-python
-}
 
 INSTALLED=$(mmcv_kind)
 step "mmcv $MMCV_VERSION (wanted: $MMCV_FLAVOUR; installed: $INSTALLED)"
@@ -257,7 +227,10 @@ if [ "$INSTALLED" = full ] && [ "$MMCV_FLAVOUR" = lite ] && mmcv_ok; then
 elif [ "$INSTALLED" = "$MMCV_FLAVOUR" ] && mmcv_ok; then
   echo "already installed"
 elif [ "$MMCV_FLAVOUR" = full ]; then
-  build_full_mmcv
+  "$PY" -m pip uninstall -q -y mmcv-lite 2>/dev/null || true
+  build_full_mmcv mmcv
+  # mmcv's own runtime requirements (no torch pin there, so this touches nothing else)
+  "${PIP[@]}" -q addict packaging Pillow pyyaml yapf opencv-python
 else
   "$PY" -m pip uninstall -q -y mmcv 2>/dev/null || true
   "${PIP[@]}" -q "mmcv-lite==$MMCV_VERSION"
