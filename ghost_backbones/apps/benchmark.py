@@ -171,49 +171,64 @@ def run_benchmark(archs=ARCHS, width: float = 1.0, size: int = 320, batches=(1, 
         raise ValueError('cuda_graphs=True needs a CUDA device')
     prepare_device(device, threads)
     torch_dtype = getattr(torch, dtype)
+    with_onnx = onnx and device == 'cpu' and dtype == 'float32' and out_stride == 32
     rows = []
-    for arch in archs:
-        models = {}
-        for name, build in candidates(arch, width, channels_last, out_stride, cuda_graphs).items():
-            model = build()
-            model.eval()  # (mmdet's MobileNetV2.train returns None: no chaining)
-            counted = model.module if isinstance(model, CudaGraphed) else model
-            models[name] = Candidate(model.to(device=device, dtype=torch_dtype),
-                                     channels_last and name.startswith('ours (deploy'), count_params(counted),
-                                     gflops_or_none(counted, size) if flops else None)
-        for batch in batches:
-            x = torch.randn(batch, 3, size, size, device=device, dtype=torch_dtype)
-            inputs = {name: x.contiguous(memory_format=torch.channels_last) if c.channels_last_input else x
-                      for name, c in models.items()}
-            times = {name: [] for name in models}
-            for _ in range(rounds):
-                for name, candidate in models.items():
-                    times[name].append(median_latency_ms(candidate.model, inputs[name], device, warmup,
-                                                         max(1, iters // rounds)))
-            for name, candidate in models.items():
-                ms = statistics.median(times[name])
-                rows.append(dict(arch=arch, model=name, batch=batch, latency_ms=ms, img_per_s=batch * 1000 / ms,
-                                 params_m=candidate.params_m, gflops=candidate.gflops,
-                                 spread=(max(times[name]) - min(times[name])) / ms,
-                                 out_stride=out_stride if name.startswith('ours') else 32))
-        if onnx and device == 'cpu' and dtype == 'float32' and out_stride == 32:
-            rows += onnx_rows(arch, width, size, batches, threads, warmup, iters)
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in archs:
+            models = {}
+            for name, build in candidates(arch, width, channels_last, out_stride, cuda_graphs).items():
+                model = build()
+                model.eval()  # (mmdet's MobileNetV2.train returns None: no chaining)
+                counted = model.module if isinstance(model, CudaGraphed) else model
+                models[name] = Candidate(model.to(device=device, dtype=torch_dtype),
+                                         channels_last and name.startswith('ours (deploy'), count_params(counted),
+                                         gflops_or_none(counted, size) if flops else None)
+            if with_onnx:
+                models['ours (deploy, onnxruntime)'] = onnxruntime_candidate(arch, width, size, threads, tmp)
+            rows += time_candidates(arch, models, size, batches, device, torch_dtype, warmup, iters, rounds, out_stride)
     add_ratios(rows)
     return rows
 
 
-def onnx_rows(arch, width, size, batches, threads, warmup, iters) -> List[Dict]:
+class OnnxRuntimeBackbone(nn.Module):
+    """An onnxruntime session called like the PyTorch candidates (tensor in, arrays out), so that
+    it is timed in the same interleaved rounds as they are: ratios to timm from one stretch of
+    the machine's time, not from two."""
+
+    def __init__(self, path: str, threads: int):
+        super().__init__()
+        self.session = onnxruntime_session(path, threads)
+
+    def forward(self, x: torch.Tensor):
+        return self.session.run(None, {'images': x.numpy()})
+
+
+def onnxruntime_candidate(arch: str, width: float, size: int, threads: int, work_dir: str) -> Candidate:
     model = deploy_backbone(GhostNet(arch=arch, widen_factor=width))
+    path = osp.join(work_dir, f'{arch}.onnx')
+    export_onnx(model, torch.randn(1, 3, size, size), path)
+    return Candidate(OnnxRuntimeBackbone(path, threads), False, count_params(model), None)
+
+
+def time_candidates(arch, models: Dict[str, Candidate], size, batches, device, torch_dtype, warmup, iters, rounds,
+                    out_stride) -> List[Dict]:
+    """The models of one arch timed per batch in ``rounds`` interleaved rounds; one row each."""
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        path = f'{tmp}/{arch}.onnx'
-        export_onnx(model, torch.randn(1, 3, size, size), path)
-        session = onnxruntime_session(path, threads)
-        for batch in batches:
-            x = np.random.randn(batch, 3, size, size).astype(np.float32)
-            ms = median_latency_ms(lambda a: session.run(None, {'images': a}), x, 'cpu', warmup, iters)
-            rows.append(dict(arch=arch, model='ours (deploy, onnxruntime)', batch=batch, latency_ms=ms,
-                             img_per_s=batch * 1000 / ms, params_m=count_params(model), gflops=None))
+    for batch in batches:
+        x = torch.randn(batch, 3, size, size, device=device, dtype=torch_dtype)
+        inputs = {name: x.contiguous(memory_format=torch.channels_last) if c.channels_last_input else x
+                  for name, c in models.items()}
+        times = {name: [] for name in models}
+        for _ in range(rounds):
+            for name, candidate in models.items():
+                times[name].append(median_latency_ms(candidate.model, inputs[name], device, warmup,
+                                                     max(1, iters // rounds)))
+        for name, candidate in models.items():
+            ms = statistics.median(times[name])
+            rows.append(dict(arch=arch, model=name, batch=batch, latency_ms=ms, img_per_s=batch * 1000 / ms,
+                             params_m=candidate.params_m, gflops=candidate.gflops,
+                             spread=(max(times[name]) - min(times[name])) / ms,
+                             out_stride=out_stride if name.startswith('ours') else 32))
     return rows
 
 
