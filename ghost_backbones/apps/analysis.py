@@ -19,12 +19,15 @@ def count_gflops(model: torch.nn.Module, size) -> float:
 
 
 def model_info(arch: str, widen_factor: float, sizes: Sequence[int] = (224, 320),
-               out_indices=(2, 4, 6, 9)) -> Dict:
-    """Params (M) and FLOPs (G, multiply-adds as mmengine counts them) per input size."""
-    model = GhostNet(arch=arch, widen_factor=widen_factor, out_indices=out_indices).eval()
-    info = dict(arch=arch, widen_factor=widen_factor, params_m=parameter_count(model)[''] / 1e6,
-                out_channels=model.out_channels, out_strides=model.out_strides)
-    deployed = GhostNet(arch=arch, widen_factor=widen_factor, out_indices=out_indices).switch_to_deploy()
+               out_indices=(2, 4, 6, 9), out_stride: int = 32) -> Dict:
+    """Params (M) and FLOPs (G, multiply-adds as mmengine counts them) per input size; at
+    ``out_stride`` 16 / 8 the dilated backbone of segmentation (same params, more FLOPs)."""
+    build = dict(arch=arch, widen_factor=widen_factor, out_indices=out_indices, out_stride=out_stride)
+    model = GhostNet(**build).eval()
+    info = dict(arch=arch, widen_factor=widen_factor, out_stride=out_stride,
+                params_m=parameter_count(model)[''] / 1e6, out_channels=model.out_channels,
+                out_strides=model.out_strides)
+    deployed = GhostNet(**build).switch_to_deploy()
     info['deploy_params_m'] = parameter_count(deployed)[''] / 1e6
     for size in sizes:
         info[f'gflops_{size}'] = count_gflops(model, size)

@@ -27,6 +27,20 @@ def test_model_info_tool_prints_the_table():
     assert len(lines) == 2 and '(12, 20, 56, 480)' in lines[0]
 
 
+def test_model_info_of_dilated_backbones():
+    """``--out-stride``: the dilated backbone of segmentation, same params, more FLOPs; v2's DFC
+    attention runs on the sub-grid it reads, so what v2 adds to v1 hardly grows with dilation
+    (running it at full resolution made it 4x at out_stride 16 and 25x at 8)."""
+    out = subprocess.run([sys.executable, tool('analysis', 'model_info.py'), '--archs', 'v1', 'v2', '--widths', '1.0',
+                          '--sizes', '128', '--out-stride', '32', '8'], capture_output=True, text=True, check=True).stdout
+    rows = [line.split(' | ') for line in out.splitlines() if line.startswith('| v')]
+    assert [(r[0], r[-1]) for r in rows] == [('| v1', '(4, 8, 16, 32) |'), ('| v1', '(4, 8, 8, 8) |'),
+                                              ('| v2', '(4, 8, 16, 32) |'), ('| v2', '(4, 8, 8, 8) |')]
+    (v1_32, v1_8, v2_32, v2_8) = [float(r[4]) for r in rows]
+    assert rows[0][2] == rows[1][2] and v1_8 > 5 * v1_32
+    assert 0 < v2_8 - v1_8 < 1.25 * (v2_32 - v1_32)
+
+
 def test_model_info_of_whole_detectors():
     """Params of a whole detector: the backbone's plus the neck's and head's."""
     info = config_info(DET_CONFIG, 160)
