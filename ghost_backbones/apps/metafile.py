@@ -116,6 +116,8 @@ SYNTHETIC_ENTRIES = [
           'mmdet SSDLite-MobileNetV2, the same data and schedule', {'box AP': 32.1, 'AP50': 61.7}),
     Entry('synthetic/yolov3_ghostnet-1.0x_synthetic-160.py', 'Object Detection', SYNTHETIC, (160, 160),
           '12 epochs', {'box AP': 39.4, 'AP50': 73.8}),
+    Entry('synthetic/retinanet_ghostnet-1.0x_synthetic-160.py', 'Object Detection', SYNTHETIC, (160, 160),
+          '30 epochs', {'box AP': 21.6, 'AP50': 40.5}),
     Entry('synthetic/rtmdet_ghostnet-1.0x_synthetic-160.py', 'Object Detection', SYNTHETIC, (160, 160), '30 epochs',
           {'box AP': 73.4, 'AP50': 95.2}),
     Entry('synthetic/rtmdet_tiny_synthetic-160.py', 'Object Detection', SYNTHETIC, (160, 160),
