@@ -79,34 +79,6 @@ def fold_sequential(seq: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def exporting() -> bool:
-    """Tracing (ONNX export, ``torch.jit.trace``, mmengine's FLOP count): the plain ops, which
-    every exporter and counter knows, instead of the eager-only fast paths below."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-
-
-def is_channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-class PointwiseConv2d(nn.Conv2d):
-    """A 1x1 conv (stride 1, one group) that, on a channels_last CPU input, runs as one matrix
-    product on the input's NHWC view, with the same weights and state-dict keys.
-
-    Why: a deployed GhostNet is mostly small convs whose cost on CPU is the conv dispatch
-    (oneDNN's per-call set-up; for maps under 20,480 values torch's slow path, which also copies
-    the input out of channels_last), not arithmetic. ``F.linear`` on the NHWC view reads the
-    input in place and writes a channels_last output: 25-45% faster per call at GhostNet's
-    shapes on the project's CPU. The result is the same sum in another order (float rounding).
-    Other inputs, CUDA and tracing run the conv.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == 'cpu' and is_channels_last(x) and not exporting():
-            return F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
-        return super().forward(x)
-
-
 class HardSigmoid(nn.Module):
     """relu6(x + 3) / 6, the gate of GhostNet's squeeze-excite (timm's ``hard_sigmoid``)."""
 
@@ -196,35 +168,15 @@ def apply_dfc_attention(out: torch.Tensor, short_conv: nn.Module, x: torch.Tenso
     """
     if dilation == 1:
         attention = torch.sigmoid(short_conv(F.avg_pool2d(x, kernel_size=2, stride=2)))
-        return multiply_held(out, attention, 2)
+        return out * F.interpolate(attention, size=out.shape[-2:], mode='nearest')
     r = dilation
     grid = x[..., ::r, ::r]
     odd_h, odd_w = grid.shape[-2] % 2, grid.shape[-1] % 2
     if odd_h or odd_w:
         grid = F.pad(grid, (0, odd_w, 0, odd_h))
     attention = torch.sigmoid(short_conv(F.avg_pool2d(grid, kernel_size=2, stride=2)))
-    return multiply_held(out, attention, 2 * r)
-
-
-def multiply_held(out: torch.Tensor, attention: torch.Tensor, block: int) -> torch.Tensor:
-    """``out`` times ``attention`` held over ``block x block`` pixels (nearest upsampling), cut to
-    ``out``'s size.
-
-    Where the blocks tile ``out`` exactly, the product broadcasts over a blocked view of ``out``
-    instead of materialising the upsampled map: the same products, one pass over memory fewer
-    (tracing keeps the upsampling, which exporters know). At rate 1 with an odd size, timm's
-    ``interpolate(size=...)`` spreads the values unevenly, and that is what runs.
-    """
-    n, c, h, w = out.shape
-    ah, aw = attention.shape[-2:]
-    if not exporting() and h == ah * block and w == aw * block:
-        # splitting a dimension is a view in any memory format; the product keeps out's layout
-        product = out.view(n, c, ah, block, aw, block) * attention.view(n, c, ah, 1, aw, 1)
-        return product.reshape(n, c, h, w)
-    if block == 2:
-        return out * F.interpolate(attention, size=(h, w), mode='nearest')
-    held = F.interpolate(attention, scale_factor=block, mode='nearest')
-    return out * held[..., :h, :w]
+    held = F.interpolate(attention, scale_factor=2 * r, mode='nearest')
+    return out * held[..., :out.shape[-2], :out.shape[-1]]
 
 
 class GhostModule(nn.Module):
@@ -381,13 +333,10 @@ def identity_kernel(channels: int, groups: int, kernel_size: Tuple[int, int], li
 
 
 def conv_from(template: nn.Conv2d, kernel: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
-    """A conv shaped like ``template`` (stride, padding, dilation, groups) with the given weights;
-    a :class:`PointwiseConv2d` where it is a plain 1x1 conv."""
-    pointwise = (template.kernel_size == (1, 1) and template.stride == (1, 1) and template.groups == 1
-                 and template.padding == (0, 0))
-    conv = (PointwiseConv2d if pointwise else nn.Conv2d)(
-        template.in_channels, template.out_channels, template.kernel_size, template.stride,
-        template.padding, template.dilation, template.groups, bias=True, device=kernel.device, dtype=kernel.dtype)
+    """A conv shaped like ``template`` (stride, padding, dilation, groups) with the given weights."""
+    conv = nn.Conv2d(template.in_channels, template.out_channels, template.kernel_size, template.stride,
+                     template.padding, template.dilation, template.groups, bias=True,
+                     device=kernel.device, dtype=kernel.dtype)
     conv.weight.data.copy_(kernel.detach())
     conv.bias.data.copy_(bias.detach())
     return conv
