@@ -400,9 +400,9 @@ def test_onnx_rtmdet_and_yolox_score_like_tools_test(name, request, synthetic, t
     with capsys.disabled():
         print(f'\n{name} box AP: tools/test.py {reference:.3f}, ONNX FP32 {scores["FP32"]:.3f}, '
               f'ONNX INT8 {scores["INT8"]:.3f}')
-    # measured (seed 0, 4 epochs; chance ~0): RTMDet AP 0.034 / AP50 0.091 (30 epochs: 0.734), ONNX FP32 0.034,
-    # INT8 0.028; YOLOX AP 0.236, ONNX FP32 0.238, INT8 0.231
-    assert reference > 0.02
+    # measured (seed 0; chance ~0): RTMDet 8 epochs AP 0.363 (30 epochs: 0.708), ONNX FP32 0.366, INT8 0.376;
+    # YOLOX 4 epochs AP 0.236, ONNX FP32 0.238, INT8 0.231
+    assert reference > 0.15
     assert abs(scores['FP32'] - reference) <= 0.005
     assert scores['INT8'] > reference - 0.1
 
