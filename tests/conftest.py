@@ -80,10 +80,8 @@ def trained_yolox(synthetic, tmp_path_factory):
                 'param_scheduler.1.begin=1', f'param_scheduler.1.T_max={epochs - 2}',
                 f'param_scheduler.1.end={epochs - 1}', f'param_scheduler.2.begin={epochs - 1}',
                 f'param_scheduler.2.end={epochs}', 'custom_hooks.0.num_last_epochs=1']
-    # its training set sits inside a MultiImageMixDataset: data_options' train root one level down
-    data = [option.replace('train_dataloader.dataset.', 'train_dataloader.dataset.dataset.')
-            for option in data_options('mmdet', synthetic)]
-    schedule = data + schedule
+    # its training set sits inside a MultiImageMixDataset
+    schedule = data_options('mmdet', synthetic, wrapped_train=True) + schedule
     return _trained_briefly('yolox', schedule, synthetic, tmp_path_factory)
 
 

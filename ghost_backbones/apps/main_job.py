@@ -27,15 +27,25 @@ DET_CONFIG = config_file('synthetic/ssdlite_ghostnet-1.0x_synthetic-160.py')
 SEG_CONFIG = config_file('synthetic/fpn_ghostnet-1.0x_synthetic-160.py')
 
 
-def data_options(scope: str, data_root: str) -> List[str]:
-    """``--cfg-options`` pointing a synthetic config at another copy of the data."""
+def data_options(scope: str, data_root: str, wrapped_train: bool = False) -> List[str]:
+    """``--cfg-options`` pointing a synthetic config at another copy of the data;
+    ``wrapped_train``: the training set sits inside a dataset wrapper (YOLOX's
+    MultiImageMixDataset), so its root is one level down."""
+    train = 'train_dataloader.dataset.dataset' if wrapped_train else 'train_dataloader.dataset'
     if scope == 'mmdet':
         root = osp.join(data_root, 'coco') + '/'
         ann = osp.join(root, 'annotations', 'instances_val.json')
-        return [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')] + \
+        return [f'{train}.data_root={root}'] + \
+            [f'{split}_dataloader.dataset.data_root={root}' for split in ('val', 'test')] + \
             [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
     root = osp.join(data_root, 'voc', 'VOC2012')
-    return [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
+    return [f'{train}.data_root={root}'] + \
+        [f'{split}_dataloader.dataset.data_root={root}' for split in ('val', 'test')]
+
+
+def config_data_options(cfg, data_root: str) -> List[str]:
+    """:func:`data_options` for a loaded config (its scope, and whether its training set is wrapped)."""
+    return data_options(cfg.default_scope, data_root, wrapped_train='dataset' in cfg.train_dataloader.dataset)
 
 
 def det_schedule_options(epochs: int, iters_per_epoch: int) -> List[str]:

@@ -64,7 +64,7 @@ def deployment(args) -> list:
     pairs) one summary row each: the whole model's AP and latency in every form."""
     from mmengine.config import Config
 
-    from ghost_backbones.apps.main_job import data_options
+    from ghost_backbones.apps.main_job import config_data_options
     from ghost_backbones.apps.runtime import parse_cfg_options
     runner = load_runner()
     checkpoints = args.checkpoint or [None] * len(args.config)
@@ -72,11 +72,7 @@ def deployment(args) -> list:
         raise SystemExit('--deploy: give one --checkpoint per --config')
     rows, summary = [], []
     for config, checkpoint in zip(args.config, checkpoints):
-        cfg = Config.fromfile(config)
-        data = data_options(cfg.default_scope, args.data)
-        if 'dataset' in cfg.train_dataloader.dataset:  # a wrapper (YOLOX's MultiImageMixDataset): its inner root
-            data = [o.replace('train_dataloader.dataset.', 'train_dataloader.dataset.dataset.') for o in data]
-        options = parse_cfg_options(data)
+        options = parse_cfg_options(config_data_options(Config.fromfile(config), args.data))
         with tempfile.TemporaryDirectory() as work_dir:
             timed = deployment_variants(config, checkpoint, work_dir, args.size, args.threads, args.calib_images,
                                         options)
