@@ -4,7 +4,9 @@ timm's counterpart and mmdet's MobileNetV2, measured in one process; plus onnxru
 Every number is a median over many timed runs after a warm-up, with fixed threads, so that
 the ratios (ours / timm, ours / MobileNetV2) compare like with like on the same machine.
 """
+import os
 import os.path as osp
+import shutil
 import statistics
 import tempfile
 import time
@@ -129,10 +131,21 @@ class CudaGraphed(nn.Module):
         return static_output
 
 
+def require_cpp_compiler() -> None:
+    """torch.compile's CPU backend builds C++ kernels: say so before the first call fails deep in inductor."""
+    names = [os.environ['CXX']] if os.environ.get('CXX') else ['g++', 'c++', 'clang++']
+    if not any(shutil.which(name) for name in names):
+        raise RuntimeError(f'torch.compile on CPU needs a C++ compiler and none of {names} is on PATH; '
+                           'install one (e.g. apt install g++) or leave out the compiled models')
+
+
 def candidates(arch: str, width: float, channels_last: bool, out_stride: int = 32,
-               cuda_graphs: bool = False) -> Dict[str, Callable[[], nn.Module]]:
+               cuda_graphs: bool = False, compiled: bool = False) -> Dict[str, Callable[[], nn.Module]]:
     """Ours at ``out_stride`` (labelled when not 32) beside timm and MobileNetV2 at stride 32;
-    with ``cuda_graphs``, the deployed backbone and MobileNetV2 replayed from CUDA graphs too."""
+    with ``cuda_graphs``, the deployed backbone and MobileNetV2 replayed from CUDA graphs too;
+    with ``compiled``, ours deployed and timm through ``torch.compile`` (fused kernels: eager
+    PyTorch pays a fixed cost per op call, which is what a deployed GhostNet at batch 1 is bound
+    by on a CPU)."""
     tag = '' if out_stride == 32 else f', out_stride {out_stride}'
 
     def deployed(out_indices=(2, 4, 6, 9)):
@@ -150,25 +163,40 @@ def candidates(arch: str, width: float, channels_last: bool, out_stride: int = 3
     if cuda_graphs:
         models[f'ours (deploy, CUDA graphs{tag})'] = lambda: CudaGraphed(deployed())
         models['mmdet MobileNetV2 1.0x (CUDA graphs)'] = lambda: CudaGraphed(mobilenet_v2())
+    if compiled:
+        models[f'ours (deploy, torch.compile{tag})'] = lambda: torch.compile(deployed())
+        models[f'timm {TIMM_PREFIX[arch]} (torch.compile)'] = lambda: torch.compile(timm_backbone(arch, width))
     return models
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The plain module under a CUDA-graph or torch.compile wrapper: what params and FLOPs count."""
+    if isinstance(model, CudaGraphed):
+        return model.module
+    return getattr(model, '_orig_mod', model)
 
 
 def run_benchmark(archs=ARCHS, width: float = 1.0, size: int = 320, batches=(1, 8),
                   device: str = 'cpu', dtype: str = 'float32', threads: int = 2, warmup: int = 10,
                   iters: int = 50, channels_last: bool = True, onnx: bool = True, rounds: int = 5,
-                  out_stride: int = 32, cuda_graphs: Optional[bool] = None, flops: bool = True) -> List[Dict]:
+                  out_stride: int = 32, cuda_graphs: Optional[bool] = None, flops: bool = True,
+                  compiled: bool = False) -> List[Dict]:
     """One row per (arch, model, batch): median latency (ms), throughput (img/s), params, FLOPs.
 
     The models of one (arch, batch) are timed in ``rounds`` interleaved rounds, so that a slow
     spell of the machine hits all of them alike; the median is over all timed runs, and
     ``spread`` is (slowest - fastest round median) / median. Ours runs at ``out_stride``; the
     CUDA-graph rows (default: on CUDA) need a CUDA device. ``flops=False`` skips the FLOP count
-    (a trace of every model on CPU, seconds each).
+    (a trace of every model on CPU, seconds each). ``compiled`` adds ours (deploy) and timm
+    through ``torch.compile``, compiled during the first round's warm-up; ratios stay against
+    timm eager.
     """
     if cuda_graphs is None:
         cuda_graphs = device.startswith('cuda')
     if cuda_graphs and not device.startswith('cuda'):
         raise ValueError('cuda_graphs=True needs a CUDA device')
+    if compiled and not device.startswith('cuda'):
+        require_cpp_compiler()
     prepare_device(device, threads)
     torch_dtype = getattr(torch, dtype)
     with_onnx = onnx and device == 'cpu' and dtype == 'float32' and out_stride == 32
@@ -176,10 +204,10 @@ def run_benchmark(archs=ARCHS, width: float = 1.0, size: int = 320, batches=(1, 
     with tempfile.TemporaryDirectory() as tmp:
         for arch in archs:
             models = {}
-            for name, build in candidates(arch, width, channels_last, out_stride, cuda_graphs).items():
+            for name, build in candidates(arch, width, channels_last, out_stride, cuda_graphs, compiled).items():
                 model = build()
                 model.eval()  # (mmdet's MobileNetV2.train returns None: no chaining)
-                counted = model.module if isinstance(model, CudaGraphed) else model
+                counted = uncompiled(model)
                 models[name] = Candidate(model.to(device=device, dtype=torch_dtype),
                                          channels_last and name.startswith('ours (deploy'), count_params(counted),
                                          gflops_or_none(counted, size) if flops else None)
@@ -236,8 +264,8 @@ def add_ratios(rows: List[Dict]) -> None:
     """ours / timm and ours / MobileNetV2 latency, within each (arch, batch)."""
     for row in rows:
         group = [r for r in rows if r['arch'] == row['arch'] and r['batch'] == row['batch']]
-        timm = next(r for r in group if r['model'].startswith('timm'))
-        mobilenet = next(r for r in group if r['model'].startswith('mmdet MobileNetV2'))
+        timm = next(r for r in group if r['model'].startswith('timm') and r['model'].endswith('(eager)'))
+        mobilenet = next(r for r in group if r['model'] == 'mmdet MobileNetV2 1.0x (eager)')
         row['vs_timm'] = row['latency_ms'] / timm['latency_ms']
         row['vs_mobilenetv2'] = row['latency_ms'] / mobilenet['latency_ms']
 

@@ -90,3 +90,46 @@ def test_deploy_mode_times_and_scores_every_variant(tmp_path):
             assert row['vs_onnxruntime_fp32'] == pytest.approx(row['latency_ms'] / group['ONNX Runtime FP32']['latency_ms'])
     assert all(r['metric'] == 'box AP' and 0 <= r['value'] <= 1 for r in rows if r['part'] == 'whole')
     assert '| whole | ONNX Runtime INT8 |' in out.stdout
+
+
+def test_ratios_stay_against_timm_eager_when_compiled_rows_come_first():
+    rows = [dict(arch='v2', batch=1, model='timm ghostnetv2 (torch.compile)', latency_ms=5.0),
+            dict(arch='v2', batch=1, model='timm ghostnetv2 (eager)', latency_ms=10.0),
+            dict(arch='v2', batch=1, model='mmdet MobileNetV2 1.0x (eager)', latency_ms=20.0),
+            dict(arch='v2', batch=1, model='ours (deploy, torch.compile)', latency_ms=4.0)]
+    add_ratios(rows)
+    assert [r['vs_timm'] for r in rows] == [0.5, 1.0, 2.0, 0.4]
+
+
+def test_compiled_deploy_equals_eager_deploy_and_is_benchmarked(tmp_path):
+    """torch.compile fuses the deployed ops (the benchmark's --compile rows): the same numbers
+    as the eager deployed backbone at every output, and the rows the tool promises."""
+    import torch
+
+    from ghost_backbones.apps.benchmark import candidates, require_cpp_compiler
+    try:
+        require_cpp_compiler()
+    except RuntimeError as error:  # torch.compile's CPU backend cannot run at all without one
+        pytest.skip(str(error))
+    models = candidates('v2', 1.0, channels_last=True, compiled=True)
+    eager = models['ours (deploy)']().eval()
+    compiled = models['ours (deploy, torch.compile)']().eval()
+    compiled._orig_mod.load_state_dict(eager.state_dict())
+    x = torch.randn(1, 3, 64, 96).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected, got = eager(x), compiled(x)
+    assert len(got) == len(expected) == 4
+    for e, g in zip(expected, got):
+        assert g.shape == e.shape
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+    json_path = tmp_path / 'bench.json'
+    out = subprocess.run([sys.executable, tool('analysis', 'benchmark.py'), '--compile', '--no-onnx', '--size', '64',
+                          '--archs', 'v2', '--batches', '1', '--warmup', '1', '--iters', '1',
+                          '--json', str(json_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    group = {r['model']: r for r in json.loads(json_path.read_text())}
+    assert {'ours (deploy, torch.compile)', 'timm ghostnetv2 (torch.compile)', 'timm ghostnetv2 (eager)'} <= set(group)
+    compiled_row = group['ours (deploy, torch.compile)']
+    assert compiled_row['vs_timm'] == pytest.approx(compiled_row['latency_ms'] / group['timm ghostnetv2 (eager)']['latency_ms'])
+    assert compiled_row['params_m'] == group['ours (deploy)']['params_m']

@@ -4,9 +4,10 @@ MobileNetV2 1.0x and ours in onnxruntime; median latency, img/s, ratios, params,
 
     python tools/analysis/benchmark.py [--archs v1 v2 v3] [--size 320] [--batches 1 8]
         [--threads 2] [--iters 50] [--device cpu|cuda] [--dtype float32|float16] [--json out.json]
-        [--out-stride 32|16|8] [--cuda-graphs | --no-cuda-graphs]
+        [--out-stride 32|16|8] [--cuda-graphs | --no-cuda-graphs] [--compile]
         # ours at --out-stride (dilated, for segmentation) beside timm and MobileNetV2 at stride 32;
-        # on CUDA also the deployed backbone and MobileNetV2 replayed from CUDA graphs
+        # on CUDA also the deployed backbone and MobileNetV2 replayed from CUDA graphs; --compile:
+        # also ours (deploy) and timm through torch.compile (ratios stay against timm eager)
     python tools/analysis/benchmark.py --quick          # few iterations: checks that it runs
     python tools/analysis/benchmark.py --train-detectors --device cuda --amp [--compile]
         # training img/s of SSDLite-GhostNet vs SSDLite-MobileNetV2 on synthetic batches
@@ -134,7 +135,8 @@ def main():
     parser.add_argument('--rounds', type=int, default=1, help='interleaved rounds of --train-detectors')
     parser.add_argument('--amp', action='store_true', help='fp16 autocast for --train-detectors')
     parser.add_argument('--compile', action='store_true',
-                        help='torch.compile of backbone, neck and head for --train-detectors')
+                        help='latency: also ours (deploy) and timm through torch.compile (on CPU it needs a C++ '
+                             'compiler); --train-detectors: torch.compile of backbone, neck and head')
     parser.add_argument('--deploy', action='store_true', help='deployment variants of --config (see above)')
     parser.add_argument('--config', nargs='+', help='detector / segmenter configs for --deploy')
     parser.add_argument('--checkpoint', nargs='+', help='their trained weights, one per config')
@@ -164,7 +166,7 @@ def main():
     else:
         rows = run_benchmark(args.archs, args.width, args.size, args.batches, args.device, args.dtype, args.threads,
                              args.warmup, args.iters, args.channels_last, not args.no_onnx,
-                             out_stride=args.out_stride, cuda_graphs=args.cuda_graphs)
+                             out_stride=args.out_stride, cuda_graphs=args.cuda_graphs, compiled=args.compile)
         print(format_rows(rows))
     if args.json:
         with open(args.json, 'w') as f:
