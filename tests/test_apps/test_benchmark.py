@@ -133,3 +133,17 @@ def test_compiled_deploy_equals_eager_deploy_and_is_benchmarked(tmp_path):
     compiled_row = group['ours (deploy, torch.compile)']
     assert compiled_row['vs_timm'] == pytest.approx(compiled_row['latency_ms'] / group['timm ghostnetv2 (eager)']['latency_ms'])
     assert compiled_row['params_m'] == group['ours (deploy)']['params_m']
+
+
+def test_compiled_rows_need_a_cpp_compiler_on_cpu_and_say_so(monkeypatch, tmp_path):
+    """Without a compiler the benchmark stops before building any model, naming what is missing."""
+    from ghost_backbones.apps.benchmark import require_cpp_compiler, run_benchmark
+    monkeypatch.delenv('CXX', raising=False)
+    monkeypatch.setenv('PATH', str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"C\+\+ compiler and none of \['g\+\+', 'c\+\+', 'clang\+\+'\]"):
+        run_benchmark(archs=('v2',), compiled=True)
+    compiler = tmp_path / 'my-cxx'
+    compiler.write_text('#!/bin/sh\n')
+    compiler.chmod(0o755)
+    monkeypatch.setenv('CXX', 'my-cxx')
+    require_cpp_compiler()  # the compiler CXX names is found on PATH
