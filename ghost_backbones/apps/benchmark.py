@@ -4,8 +4,8 @@ timm's counterpart and mmdet's MobileNetV2, measured in one process; plus onnxru
 Every number is a median over many timed runs after a warm-up, with fixed threads, so that
 the ratios (ours / timm, ours / MobileNetV2) compare like with like on the same machine.
 """
-import os
 import os.path as osp
+import shlex
 import shutil
 import statistics
 import tempfile
@@ -132,11 +132,15 @@ class CudaGraphed(nn.Module):
 
 
 def require_cpp_compiler() -> None:
-    """torch.compile's CPU backend builds C++ kernels: say so before the first call fails deep in inductor."""
-    names = [os.environ['CXX']] if os.environ.get('CXX') else ['g++', 'c++', 'clang++']
-    if not any(shutil.which(name) for name in names):
-        raise RuntimeError(f'torch.compile on CPU needs a C++ compiler and none of {names} is on PATH; '
-                           'install one (e.g. apt install g++) or leave out the compiled models')
+    """torch.compile's CPU backend builds C++ kernels with the compiler of inductor's
+    ``cpp.cxx`` ($CXX, else g++): say so before the first call fails deep in inductor."""
+    from torch._inductor import config as inductor_config
+    cxx = inductor_config.cpp.cxx
+    commands = [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c]
+    if not any(shutil.which(shlex.split(command)[0]) for command in commands):
+        raise RuntimeError(f'torch.compile on CPU needs a C++ compiler and {commands} (torch inductor\'s cpp.cxx, '
+                           'from $CXX) is not on PATH; install one (e.g. apt install g++), set CXX, or leave out '
+                           'the compiled models')
 
 
 def candidates(arch: str, width: float, channels_last: bool, out_stride: int = 32,
@@ -163,9 +167,10 @@ def candidates(arch: str, width: float, channels_last: bool, out_stride: int = 3
     if cuda_graphs:
         models[f'ours (deploy, CUDA graphs{tag})'] = lambda: CudaGraphed(deployed())
         models['mmdet MobileNetV2 1.0x (CUDA graphs)'] = lambda: CudaGraphed(mobilenet_v2())
-    if compiled:
-        models[f'ours (deploy, torch.compile{tag})'] = lambda: torch.compile(deployed())
-        models[f'timm {TIMM_PREFIX[arch]} (torch.compile)'] = lambda: torch.compile(timm_backbone(arch, width))
+    if compiled:  # one static graph per input shape, as for a fixed deployment size
+        models[f'ours (deploy, torch.compile{tag})'] = lambda: torch.compile(deployed(), dynamic=False)
+        models[f'timm {TIMM_PREFIX[arch]} (torch.compile)'] = lambda: torch.compile(timm_backbone(arch, width),
+                                                                                   dynamic=False)
     return models
 
 
@@ -184,12 +189,12 @@ def run_benchmark(archs=ARCHS, width: float = 1.0, size: int = 320, batches=(1, 
     """One row per (arch, model, batch): median latency (ms), throughput (img/s), params, FLOPs.
 
     The models of one (arch, batch) are timed in ``rounds`` interleaved rounds, so that a slow
-    spell of the machine hits all of them alike; the median is over all timed runs, and
-    ``spread`` is (slowest - fastest round median) / median. Ours runs at ``out_stride``; the
+    spell of the machine hits all of them alike; a row's latency is the median of its round
+    medians, and ``spread`` is (slowest - fastest round median) / that median. Ours runs at ``out_stride``; the
     CUDA-graph rows (default: on CUDA) need a CUDA device. ``flops=False`` skips the FLOP count
     (a trace of every model on CPU, seconds each). ``compiled`` adds ours (deploy) and timm
-    through ``torch.compile``, compiled during the first round's warm-up; ratios stay against
-    timm eager.
+    through ``torch.compile``, compiled for each batch size during its first round's warm-up;
+    ratios stay against timm eager.
     """
     if cuda_graphs is None:
         cuda_graphs = device.startswith('cuda')

@@ -94,11 +94,13 @@ def test_deploy_mode_times_and_scores_every_variant(tmp_path):
 
 def test_ratios_stay_against_timm_eager_when_compiled_rows_come_first():
     rows = [dict(arch='v2', batch=1, model='timm ghostnetv2 (torch.compile)', latency_ms=5.0),
+            dict(arch='v2', batch=1, model='mmdet MobileNetV2 1.0x (CUDA graphs)', latency_ms=2.0),
             dict(arch='v2', batch=1, model='timm ghostnetv2 (eager)', latency_ms=10.0),
             dict(arch='v2', batch=1, model='mmdet MobileNetV2 1.0x (eager)', latency_ms=20.0),
             dict(arch='v2', batch=1, model='ours (deploy, torch.compile)', latency_ms=4.0)]
     add_ratios(rows)
-    assert [r['vs_timm'] for r in rows] == [0.5, 1.0, 2.0, 0.4]
+    assert [r['vs_timm'] for r in rows] == [0.5, 0.2, 1.0, 2.0, 0.4]
+    assert [r['vs_mobilenetv2'] for r in rows] == [0.25, 0.1, 0.5, 1.0, 0.2]
 
 
 def test_compiled_deploy_equals_eager_deploy_and_is_benchmarked(tmp_path):
@@ -132,18 +134,23 @@ def test_compiled_deploy_equals_eager_deploy_and_is_benchmarked(tmp_path):
     assert {'ours (deploy, torch.compile)', 'timm ghostnetv2 (torch.compile)', 'timm ghostnetv2 (eager)'} <= set(group)
     compiled_row = group['ours (deploy, torch.compile)']
     assert compiled_row['vs_timm'] == pytest.approx(compiled_row['latency_ms'] / group['timm ghostnetv2 (eager)']['latency_ms'])
+    # params and FLOPs of the module under torch.compile's wrapper (FLOPs need the plain module)
     assert compiled_row['params_m'] == group['ours (deploy)']['params_m']
+    assert compiled_row['gflops'] == group['ours (deploy)']['gflops'] > 0
 
 
 def test_compiled_rows_need_a_cpp_compiler_on_cpu_and_say_so(monkeypatch, tmp_path):
-    """Without a compiler the benchmark stops before building any model, naming what is missing."""
+    """Without the compiler inductor would call ($CXX, else g++: its cpp.cxx) the benchmark stops
+    before building any model, naming it; a compiler command with arguments is found by its program."""
+    from torch._inductor import config as inductor_config
+
     from ghost_backbones.apps.benchmark import require_cpp_compiler, run_benchmark
-    monkeypatch.delenv('CXX', raising=False)
+    monkeypatch.setattr(inductor_config.cpp, 'cxx', (None, 'g++'))
     monkeypatch.setenv('PATH', str(tmp_path))
-    with pytest.raises(RuntimeError, match=r"C\+\+ compiler and none of \['g\+\+', 'c\+\+', 'clang\+\+'\]"):
+    with pytest.raises(RuntimeError, match=r"C\+\+ compiler and \['g\+\+'\] \(torch inductor's cpp.cxx"):
         run_benchmark(archs=('v2',), compiled=True)
     compiler = tmp_path / 'my-cxx'
     compiler.write_text('#!/bin/sh\n')
     compiler.chmod(0o755)
-    monkeypatch.setenv('CXX', 'my-cxx')
-    require_cpp_compiler()  # the compiler CXX names is found on PATH
+    monkeypatch.setattr(inductor_config.cpp, 'cxx', (None, 'my-cxx -O2'))
+    require_cpp_compiler()
