@@ -201,6 +201,7 @@ class GhostModule(nn.Module):
         self.out_channels = out_channels
         init_channels = math.ceil(out_channels / ratio)
         new_channels = init_channels * (ratio - 1)
+        self.trim = init_channels + new_channels != out_channels
         act = act_cfg if use_act else None
         self.primary_conv = nn.Sequential(
             conv2d(in_channels, init_channels, kernel_size, stride),
@@ -220,7 +221,9 @@ class GhostModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.primary_conv(x)
         x2 = self.cheap_operation(x1)
-        out = torch.cat([x1, x2], dim=1)[:, :self.out_channels]
+        out = torch.cat([x1, x2], dim=1)
+        if self.trim:  # (a slice that keeps everything is free in PyTorch, a copy in ONNX)
+            out = out[:, :self.out_channels]
         if self.attention:
             out = apply_dfc_attention(out, self.short_conv, x, self.dilation)
         return out
@@ -253,6 +256,7 @@ class RepGhostModule(nn.Module):
         self.out_channels = out_channels
         init_channels = math.ceil(out_channels / ratio)
         new_channels = init_channels * (ratio - 1)
+        self.trim = init_channels + new_channels != out_channels
         act = act_cfg if use_act else None
         self.deployed = False
         self.primary_rpr_conv = nn.ModuleList([
@@ -285,7 +289,8 @@ class RepGhostModule(nn.Module):
             x2 = self.cheap_activation(x2)
         out = torch.cat([x1, x2], dim=1)
         if self.attention:
-            out = apply_dfc_attention(out[:, :self.out_channels], self.short_conv, x, self.dilation)
+            out = apply_dfc_attention(out[:, :self.out_channels] if self.trim else out, self.short_conv, x,
+                                      self.dilation)
         return out
 
     def switch_to_deploy(self) -> None:

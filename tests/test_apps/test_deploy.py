@@ -23,6 +23,11 @@ def test_backbone_onnx_matches_eager_training_structure(arch, tmp_path):
     names = export_onnx(deployed, torch.randn(1, 3, 96, 96), path)
     assert len(names) == 4
     assert compare_with_onnxruntime(deployed, path, images) < 1e-4  # batch 3 through a batch-1 export
+    import onnx
+    slices = sum(node.op_type == 'Slice' for node in onnx.load(path).graph.node)
+    attention_modules = sum(getattr(m, 'attention', False) is True for m in deployed.modules())
+    # one per attention (its up-sampling size); no copy for a channel cut that keeps every channel
+    assert slices == attention_modules == (0 if arch == 'v1' else 14)
     import onnxruntime
     got = onnxruntime.InferenceSession(path).run(None, {'images': images.numpy()})
     for g, e in zip(got, eager):  # deploy + ONNX against the training structure, float32

@@ -207,3 +207,29 @@ def test_bad_arguments_name_the_value(kwargs, bad):
         GhostNet(**kwargs)
     name = next(iter(kwargs))
     assert name in str(info.value) and bad in str(info.value)
+
+
+@pytest.mark.parametrize('timm_module, ours', [
+    ('GhostModule', lambda: layers.GhostModule(6, 7)),
+    ('GhostModuleV2', lambda: layers.GhostModule(6, 7, attention=True)),
+    ('GhostModuleV3', lambda: layers.RepGhostModule(6, 7, attention=True)),
+])
+def test_ghost_module_of_odd_width_equals_timm_in_training_and_deploy(timm_module, ours):
+    """An odd ``out_channels`` is the one case that cuts the concatenated maps (GhostNet's own
+    widths are multiples of 4, so a cut that keeps everything is skipped): timm's module is the
+    reference, before and after folding."""
+    from timm.models import ghostnet as timm_ghostnet
+    kwargs = dict(mode='shortcut') if timm_module == 'GhostModuleV3' else {}
+    reference = randomize(getattr(timm_ghostnet, timm_module)(6, 7, **kwargs)).eval()
+    module = ours().eval()
+    module.load_state_dict(reference.state_dict())
+    assert module.trim
+    x = torch.randn(2, 6, 10, 14, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = reference(x)
+        got = module(x)
+        module.switch_to_deploy()
+        deployed = module(x)
+    assert expected.shape == got.shape == deployed.shape == (2, 7, 10, 14)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(deployed, expected, rtol=0, atol=1e-5)
