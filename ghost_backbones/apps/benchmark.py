@@ -190,8 +190,8 @@ def run_benchmark(archs=ARCHS, width: float = 1.0, size: int = 320, batches=(1, 
 
     The models of one (arch, batch) are timed in ``rounds`` interleaved rounds, so that a slow
     spell of the machine hits all of them alike; a row's latency is the median of its round
-    medians, and ``spread`` is (slowest - fastest round median) / that median. Ours runs at ``out_stride``; the
-    CUDA-graph rows (default: on CUDA) need a CUDA device. ``flops=False`` skips the FLOP count
+    medians, and ``spread`` is (slowest - fastest round median) / that median. Ours runs at
+    ``out_stride``; the CUDA-graph rows (default: on CUDA) need a CUDA device. ``flops=False`` skips the FLOP count
     (a trace of every model on CPU, seconds each). ``compiled`` adds ours (deploy) and timm
     through ``torch.compile``, compiled for each batch size during its first round's warm-up;
     ratios stay against timm eager.
