@@ -35,12 +35,12 @@ def data_options(scope: str, data_root: str, wrapped_train: bool = False) -> Lis
     if scope == 'mmdet':
         root = osp.join(data_root, 'coco') + '/'
         ann = osp.join(root, 'annotations', 'instances_val.json')
-        return [f'{train}.data_root={root}'] + \
-            [f'{split}_dataloader.dataset.data_root={root}' for split in ('val', 'test')] + \
-            [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
-    root = osp.join(data_root, 'voc', 'VOC2012')
-    return [f'{train}.data_root={root}'] + \
-        [f'{split}_dataloader.dataset.data_root={root}' for split in ('val', 'test')]
+        evaluators = [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+    else:
+        root = osp.join(data_root, 'voc', 'VOC2012')
+        evaluators = []
+    datasets = [train, 'val_dataloader.dataset', 'test_dataloader.dataset']
+    return [f'{dataset}.data_root={root}' for dataset in datasets] + evaluators
 
 
 def config_data_options(cfg, data_root: str) -> List[str]:
