@@ -10,8 +10,12 @@ ours (:data:`REBUILDERS`): numpy arrays, dtypes and scalars are rebuilt from the
 numeric dtypes only, a ``HistoryBuffer`` through its constructor from numbers (never its
 ``__setstate__``, which updates a class-wide table), and ``getattr`` only for the statistics
 names plain mmengine writes. torch's unpickler does the rest (BUILD only on instances of allowed
-types, sparse validation, storage-only persistent ids); :func:`finalize` then turns our
-placeholders into real arrays, dtypes and HistoryBuffers.
+types, storage-only persistent ids); :func:`finalize` then turns our placeholders into real
+arrays, dtypes and HistoryBuffers, and checks every tensor: a dense one views no more bytes than
+its storage holds, a sparse one has its indices inside its shape. torch validates sparse indices
+after a ``weights_only`` load only from 2.14 (pytorch/pytorch#184750; 2.8 to 2.13 skip it unless
+``check_sparse_tensor_invariants`` is on), and even there a concurrent load can clear the list it
+validates (pytorch/pytorch#194750): the check here does not depend on either.
 """
 import re
 import reprlib
@@ -187,9 +191,11 @@ REBUILDERS = rebuilders()
 
 def check_tensor(tensor: torch.Tensor) -> None:
     """A dense tensor may not view more bytes than its storage holds (stride-0 or overlapping views
-    of a tiny storage would turn a small file into gigabytes at the first copy)."""
+    of a tiny storage would turn a small file into gigabytes at the first copy); a sparse one may
+    not index outside its shape (``to_dense`` would read and write past its memory)."""
     if tensor.layout is not torch.strided:
-        return  # sparse tensors: torch validates their indices
+        check_sparse(tensor)
+        return
     if tensor.device.type == 'meta':
         raise Refused(f'a meta tensor of shape {tuple(tensor.shape)} (no data)')
     needed = tensor.numel() * tensor.element_size()
@@ -197,6 +203,28 @@ def check_tensor(tensor: torch.Tensor) -> None:
     if needed > held:
         raise Refused(f'a tensor of shape {tuple(tensor.shape)} and strides {tensor.stride()} viewing {needed} bytes '
                       f'of a {held}-byte storage')
+
+
+COMPRESSED_INDICES = {torch.sparse_csr: ('crow_indices', 'col_indices'), torch.sparse_bsr: ('crow_indices', 'col_indices'),
+                      torch.sparse_csc: ('ccol_indices', 'row_indices'), torch.sparse_bsc: ('ccol_indices', 'row_indices')}
+
+
+def check_sparse(tensor: torch.Tensor) -> None:
+    """torch's own invariant checks, run on the loaded tensor's parts through the public
+    constructors (``check_invariants=True``), whatever torch's loader did."""
+    try:
+        if tensor.layout is torch.sparse_coo:
+            torch.sparse_coo_tensor(tensor._indices(), tensor._values(), tensor.shape, check_invariants=True,
+                                    is_coalesced=tensor.is_coalesced())
+        elif tensor.layout in COMPRESSED_INDICES:
+            compressed, plain = (getattr(tensor, name)() for name in COMPRESSED_INDICES[tensor.layout])
+            torch.sparse_compressed_tensor(compressed, plain, tensor.values(), tensor.shape, layout=tensor.layout,
+                                           check_invariants=True)
+        else:
+            raise Refused(f'a tensor of layout {tensor.layout}')
+    except RuntimeError as error:
+        raise Refused(f'a {tensor.layout} tensor of shape {tuple(tensor.shape)} whose indices are invalid: '
+                      f'{str(error).splitlines()[0]}') from None
 
 
 def finalize(obj, memo: dict):

@@ -20,8 +20,10 @@ from hostile_checkpoints import (bytearray_bomb, build_on, case_twin_archive, co
 # Loads each path given through mmengine's CheckpointLoader (the plugin's loaders), then checks that
 # the process-wide state an attack would change is intact and reports its own CPU time and memory.
 LOADER = r'''
-import collections, copy, gc, json, resource, sys, time
+import collections, copy, gc, json, os, resource, sys, time
 import torch
+if os.environ.get('SKIP_TORCH_SPARSE_VALIDATION'):  # as torch 2.8-2.13 do, and a concurrent load on 2.14
+    torch._utils._validate_loaded_sparse_tensors = lambda *args, **kwargs: torch._utils._sparse_tensors_to_validate.clear()
 import ghost_backbones
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -36,7 +38,8 @@ for path in sys.argv[1:]:
         for value in loaded.values():
             if torch.is_tensor(value) and value.layout != torch.strided:
                 value.to_dense()
-        copy.deepcopy(loaded)
+        copy.deepcopy({key: value for key, value in loaded.items()  # torch cannot copy CSR / CSC / BSR / BSC
+                       if not torch.is_tensor(value) or value.layout in (torch.strided, torch.sparse_coo)})
         outcome[path] = 'loaded'
     except CheckpointError as error:
         outcome[path] = f'{type(error).__name__}: {error}'
@@ -328,6 +331,25 @@ def test_a_legitimate_file_beside_the_hostile_ones_loads(hostile, tmp_path):
     outcome, _ = load_in_subprocess([files['os_system'][0], good, files['bytearray_bomb'][0]])
     assert outcome[str(good)] == 'loaded' and outcome['classes intact']
     assert_refused(outcome, files['os_system'][0], 'posix.system')
+
+
+def test_sparse_indices_are_checked_where_torch_skips_its_own_check(tmp_path):
+    """torch validates sparse indices after a weights-only load only from 2.14 (pytorch/pytorch#184750), and a
+    concurrent load can empty the list it validates (pytorch/pytorch#194750): with torch's check skipped, sparse
+    tensors indexing outside their shape are still refused, and valid ones of every layout still load."""
+    dense = torch.tensor([[1., 0, 2], [0, 3, 0], [4, 0, 0], [0, 0, 5]])
+    good = tmp_path / 'sparse_good.pth'
+    torch.save({'coo': dense.to_sparse(), 'csr': dense.to_sparse_csr(), 'csc': dense.to_sparse_csc(),
+                'bsr': dense.to_sparse_bsr((2, 1))}, str(good))
+    csc = tmp_path / 'sparse_csc.pth'
+    torch.save({'w': torch.sparse_csc_tensor(torch.tensor([0, 1, 2]), torch.tensor([0, 10 ** 7]),
+                                             torch.tensor([1., 2.]), (2, 2), check_invariants=False)}, str(csc))
+    coo, csr = sparse_out_of_range(tmp_path / 'sparse_coo.pth', 'coo'), sparse_out_of_range(tmp_path / 'csr.pth', 'csr')
+    outcome, _ = load_in_subprocess([coo, csr, csc, good], env=dict(SKIP_TORCH_SPARSE_VALIDATION='1'))
+    assert outcome[str(good)] == 'loaded' and outcome['classes intact']
+    assert_refused(outcome, coo, 'sparse_coo tensor of shape (3, 3)', 'size is inconsistent with indices')
+    assert_refused(outcome, csr, 'sparse_csr tensor of shape (2, 2)', 'col_indices')
+    assert_refused(outcome, csc, 'sparse_csc tensor of shape (2, 2)', 'row_indices')
 
 
 def test_an_endless_or_silent_download_stops_and_caches_nothing(tmp_path, file_server):
