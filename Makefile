@@ -3,6 +3,7 @@
 #   make test   set-up (idempotent) + the test suite, on upstream OpenMMLab (.venv) then on OneDL (.venv-onedl)
 #   make setup STACK=onedl   the OneDL venv alone; make test-onedl   its set-up + the OneDL tests alone
 #   make gpu-check  set-up + the GPU check (tools/analysis/gpu_check.sh; DEVICE=cpu for tiny sizes on CPU)
+#   make gpu-wheels the wheels for a GPU machine with no registry (.whl/; there: gpu_check.sh --wheels .whl)
 PYTHON := .venv/bin/python
 OUT ?= outputs/main_job
 STACK ?= openmmlab
@@ -15,7 +16,7 @@ ONEDL_TESTS ?= tests/onedl tests/test_registry.py \
 	$(ATTACKS)::test_every_entry_point_refuses $(ATTACKS)::test_a_legitimate_file_beside_the_hostile_ones_loads \
 	tests/test_configs/test_inherit.py::test_every_config_inherited_builds_with_the_upstream_registries
 
-.PHONY: setup setup-onedl demo test test-onedl test-fast gpu-check
+.PHONY: setup setup-onedl demo test test-onedl test-fast gpu-check gpu-wheels
 
 setup:
 	GB_STACK=$(STACK) bash tools/setup_env.sh
@@ -39,3 +40,6 @@ test-fast: setup
 DEVICE ?= cuda
 gpu-check:
 	bash tools/analysis/gpu_check.sh --device $(DEVICE)
+
+gpu-wheels:
+	bash tools/analysis/gpu_wheels.sh

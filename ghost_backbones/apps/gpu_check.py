@@ -214,19 +214,28 @@ def run_gpu_check(out_dir: str = 'outputs/gpu_check', device: str = 'cuda', step
     out_dir = osp.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     sizes = SIZES[device_kind(device)]
+    json_path = json_path or osp.join(out_dir, 'gpu_check.json')
     start = time.perf_counter()
-    report = dict(environment=environment(device), sizes=sizes, steps={})
+    report = dict(environment=environment(device), sizes=sizes, steps={}, ok=True, complete=False,
+                  seconds=setup_seconds or 0)
     if setup_seconds is not None:
         report['steps']['setup'] = dict(ok=True, seconds=setup_seconds)
     for name in steps:
         report['steps'][name] = run_step(name, STEP_FUNCTIONS[name], device, out_dir, sizes)
-    report['seconds'] = time.perf_counter() - start + (setup_seconds or 0)
-    report['ok'] = all(step['ok'] for step in report['steps'].values())
-    json_path = json_path or osp.join(out_dir, 'gpu_check.json')
-    with open(json_path, 'w') as f:
-        json.dump(report, f, indent=2, default=str)
+        report['ok'] = all(step['ok'] for step in report['steps'].values())
+        report['seconds'] = time.perf_counter() - start + (setup_seconds or 0)
+        write_report(report, json_path)
+    report['complete'] = True
+    write_report(report, json_path)
     report['json'] = json_path
     return report
+
+
+def write_report(report: Dict, json_path: str) -> None:
+    """Written after every step: a run cut short by the machine's time limit keeps the steps it
+    finished (``complete`` is false until the last one)."""
+    with open(json_path, 'w') as f:
+        json.dump(report, f, indent=2, default=str)
 
 
 def step_note(name: str, step: Dict) -> str:

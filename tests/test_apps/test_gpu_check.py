@@ -3,6 +3,7 @@ JSON and prints its table; its CUDA paths are guarded."""
 import json
 import os.path as osp
 import subprocess
+from typing import List
 
 import pytest
 import torch
@@ -58,3 +59,61 @@ def test_cuda_graph_wrapper_needs_a_cuda_input():
         CudaGraphed(torch.nn.Identity())(torch.zeros(1))
     with pytest.raises(ValueError, match='CUDA'):
         run_benchmark(device='cpu', cuda_graphs=True)
+
+
+def test_the_json_keeps_the_finished_steps_of_a_run_cut_short(tmp_path, monkeypatch):
+    """The lent machine's time limit kills the run: what finished is already in the JSON."""
+    def cut_short(device, out_dir, sizes):
+        raise KeyboardInterrupt  # not an Exception: run_step does not record it, as with a kill
+    monkeypatch.setitem(gpu_check.STEP_FUNCTIONS, 'mmcv_ops', lambda device, out_dir, sizes: dict(passed=1))
+    monkeypatch.setitem(gpu_check.STEP_FUNCTIONS, 'ssdlite', cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.run_gpu_check(str(tmp_path), device='cpu', steps=['mmcv_ops', 'ssdlite'])
+    report = json.loads((tmp_path / 'gpu_check.json').read_text())
+    assert report['complete'] is False and report['ok'] and list(report['steps']) == ['mmcv_ops']
+    assert report['steps']['mmcv_ops']['passed'] == 1
+
+
+def read_names(path: str) -> List[str]:
+    """Package names of a list file, one or more per line, '#' comments and 'python X.Y' left out."""
+    from packaging.utils import canonicalize_name
+    lines = [line.split('#')[0].split() for line in open(path)]
+    return [canonicalize_name(name) for words in lines if words and words[0] != 'python' for name in words]
+
+
+def test_the_gpu_wheels_bring_every_requirement_the_image_lacks():
+    """The lent GPU machine has no registry: what the check imports beyond the image's packages
+    travels as the wheels of tools/analysis/gpu_wheels.txt. Every requirement of those
+    distributions and of ghost_backbones[mmdet,mmseg], for the image's Python, is carried or there."""
+    import importlib.metadata as md
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.markers import default_environment
+    analysis = osp.join(ROOT, 'tools', 'analysis')
+    carried = read_names(osp.join(analysis, 'gpu_wheels.txt'))
+    image = set(read_names(osp.join(analysis, 'h200_image.txt')))
+    image_python = next(line.split()[1] for line in open(osp.join(analysis, 'h200_image.txt'))
+                        if line.startswith('python '))
+    try:
+        installed = {name: md.requires(name) or [] for name in carried + ['ghost_backbones']}
+    except md.PackageNotFoundError as missing:
+        pytest.skip(f'{missing} is not installed here (the OneDL stack names its distributions otherwise)')
+    provided_by = {'opencv-python': 'opencv-python-headless'}  # the same cv2
+    missing = []
+    for name, requirements in installed.items():
+        extras = ('mmdet', 'mmseg') if name == 'ghost_backbones' else ('',)
+        for text in requirements:
+            requirement = Requirement(text)
+            wanted = any(requirement.marker is None or requirement.marker.evaluate(
+                dict(default_environment(), python_version=image_python, python_full_version=image_python + '.0',
+                     sys_platform='linux', platform_system='Linux', extra=extra)) for extra in extras)
+            dep = canonicalize_name(requirement.name)
+            if wanted and dep not in carried and dep not in image and provided_by.get(dep) not in image:
+                missing.append(f'{name} -> {requirement}')
+    assert not missing, f'neither carried nor in the image: {missing}'
+
+
+def test_the_offline_set_up_needs_its_wheels(tmp_path):
+    out = subprocess.run(['bash', osp.join(ROOT, 'tools', 'analysis', 'gpu_check.sh'), '--wheels', str(tmp_path),
+                          '--device', 'cpu'], capture_output=True, text=True)
+    assert out.returncode == 1 and f"no wheels in '{tmp_path}'" in out.stderr and 'gpu_wheels.sh' in out.stderr
