@@ -84,7 +84,9 @@ setup(
     # Choose the stack with an extra: ghost_backbones[openmmlab] / [onedl], or [mmdet] / [onedl-mmdet]...
     # mmcv is in no upstream extra (mmcv-lite or a compiled mmcv: tools/setup_env.sh, README "Set-up").
     install_requires=[
-        'torch>=2.0',
+        # the checkpoint loader maps checkpoint names to its rebuilders with (object, 'module.name')
+        # pairs in torch.serialization.safe_globals (pytorch/pytorch#142153, torch 2.6)
+        'torch>=2.6',
         'torchvision',
         'timm>=1.0',
         'numpy',
