@@ -205,23 +205,28 @@ def check_tensor(tensor: torch.Tensor) -> None:
                       f'of a {held}-byte storage')
 
 
-COMPRESSED_INDICES = {torch.sparse_csr: ('crow_indices', 'col_indices'), torch.sparse_bsr: ('crow_indices', 'col_indices'),
-                      torch.sparse_csc: ('ccol_indices', 'row_indices'), torch.sparse_bsc: ('ccol_indices', 'row_indices')}
+COMPRESSED_INDICES = {  # layout: (compressed, plain) index accessors
+    torch.sparse_csr: ('crow_indices', 'col_indices'), torch.sparse_bsr: ('crow_indices', 'col_indices'),
+    torch.sparse_csc: ('ccol_indices', 'row_indices'), torch.sparse_bsc: ('ccol_indices', 'row_indices')}
 
 
 def check_sparse(tensor: torch.Tensor) -> None:
-    """torch's own invariant checks, run on the loaded tensor's parts through the public
-    constructors (``check_invariants=True``), whatever torch's loader did."""
+    """Its parts are dense tensors checked as such (stride-0 indices and values would make a tiny
+    file a sparse tensor of 10**8 entries); then torch's own invariant checks, run on those parts
+    through the public constructors (``check_invariants=True``), whatever torch's loader did."""
+    if tensor.layout is torch.sparse_coo:
+        parts = (tensor._indices(), tensor._values())
+    elif tensor.layout in COMPRESSED_INDICES:
+        parts = tuple(getattr(tensor, name)() for name in COMPRESSED_INDICES[tensor.layout]) + (tensor.values(),)
+    else:
+        raise Refused(f'a tensor of layout {tensor.layout}')
+    for part in parts:
+        check_tensor(part)
     try:
         if tensor.layout is torch.sparse_coo:
-            torch.sparse_coo_tensor(tensor._indices(), tensor._values(), tensor.shape, check_invariants=True,
-                                    is_coalesced=tensor.is_coalesced())
-        elif tensor.layout in COMPRESSED_INDICES:
-            compressed, plain = (getattr(tensor, name)() for name in COMPRESSED_INDICES[tensor.layout])
-            torch.sparse_compressed_tensor(compressed, plain, tensor.values(), tensor.shape, layout=tensor.layout,
-                                           check_invariants=True)
+            torch.sparse_coo_tensor(*parts, tensor.shape, check_invariants=True, is_coalesced=tensor.is_coalesced())
         else:
-            raise Refused(f'a tensor of layout {tensor.layout}')
+            torch.sparse_compressed_tensor(*parts, tensor.shape, layout=tensor.layout, check_invariants=True)
     except RuntimeError as error:
         raise Refused(f'a {tensor.layout} tensor of shape {tuple(tensor.shape)} whose indices are invalid: '
                       f'{str(error).splitlines()[0]}') from None

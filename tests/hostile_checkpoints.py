@@ -132,6 +132,14 @@ def sparse_out_of_range(path, layout: str = 'coo'):
     return path
 
 
+def sparse_of_stride_zero(path, nnz: int = 10 ** 8):
+    """A 2 kB file holding a sparse tensor of ``nnz`` entries: its indices and values are stride-0
+    views of one element (coalescing it would allocate gigabytes)."""
+    indices, values = torch.zeros(2, 1, dtype=torch.long).expand(2, nnz), torch.ones(1).expand(nnz)
+    torch.save({'w': torch.sparse_coo_tensor(indices, values, (3, 3), check_invariants=False)}, str(path))
+    return path
+
+
 LEGACY_MODULE = '''import torch
 class Victim(torch.nn.Linear):
     dump_patches = True

@@ -15,7 +15,8 @@ from hostile_checkpoints import (bytearray_bomb, build_on, case_twin_archive, co
                                  colliding_set_via_rebuild, deep_tuple_in_a_set, deflate_bomb, expanded_tensor,
                                  forged_array, forged_dtype, getattr_history_buffer, getattr_os_system, glob,
                                  legacy_module_checkpoint, legacy_tensor_constructor, ndarray_escaping_its_placeholder,
-                                 reduce_on_a_string, runs, sparse_out_of_range, text, with_pickle)
+                                 reduce_on_a_string, runs, sparse_of_stride_zero, sparse_out_of_range, text,
+                                 with_pickle)
 
 # Loads each path given through mmengine's CheckpointLoader (the plugin's loaders), then checks that
 # the process-wide state an attack would change is intact and reports its own CPU time and memory.
@@ -92,6 +93,7 @@ def hostile_files(tmp_path, marker):
     saved('float_with_flags', {'d': forged_dtype('f8', (3, '<', None, None, None, -1, -1, 63))}, 'dtype state')
     files['sparse_coo'] = (sparse_out_of_range(tmp_path / 'sparse_coo.pth', 'coo'), 'size is inconsistent')
     files['sparse_csr'] = (sparse_out_of_range(tmp_path / 'sparse_csr.pth', 'csr'), 'col_indices')
+    files['sparse_stride0'] = (sparse_of_stride_zero(tmp_path / 'sparse_stride0.pth'), 'strides (1, 0)')
     # classes and functions rewritten for the whole process (BUILD on them)
     size = glob('torch', 'Size')
     raw('build_counter', build_on(glob('collections', 'Counter'), 'most_common', size), 'weights-only unpickler')
