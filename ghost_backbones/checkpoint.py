@@ -1,14 +1,14 @@
 """Reading checkpoints as data, on torch's own hardened unpickler.
 
 Every checkpoint is loaded with ``torch.load(..., weights_only=True)``: torch's allow-list, its
-BUILD rule (only instances of allowed types), its sparse-tensor validation and its storage-only
-persistent ids apply, and whatever torch hardens later applies too. The package extends it only
-by names, for the duration of each load (:func:`torch.serialization.safe_globals`): the numpy,
-``HistoryBuffer`` and ``getattr`` names an mmengine Runner checkpoint holds map to rebuilders of
-ours (:mod:`ghost_backbones.checkpoint_rebuild`). Before unpickling, the zip directory and the
-pickle are checked for what torch's allow-list still lets a small file do (gigabyte allocations,
-hash-collision sets, deflate bombs; :mod:`ghost_backbones.checkpoint_scan`), and the legacy
-non-zip format is refused.
+BUILD rule (only instances of allowed types) and its storage-only persistent ids apply, and
+whatever torch hardens later applies too. The package extends it only by names, for the
+duration of each load (:func:`torch.serialization.safe_globals`): the numpy, ``HistoryBuffer``
+and ``getattr`` names an mmengine Runner checkpoint holds map to rebuilders of ours
+(:mod:`ghost_backbones.checkpoint_rebuild`). Before unpickling, the zip directory and the pickle
+are checked for what torch's allow-list still lets a small file do (gigabyte allocations,
+hash-collision sets, deflate bombs, sparse tensors; :mod:`ghost_backbones.checkpoint_scan`), and
+the legacy non-zip format is refused.
 
 A file is read once: the bytes checked are the bytes unpickled. Anything refused raises
 :class:`UnsafeCheckpointError` naming the file and the refused thing; content the user trusts

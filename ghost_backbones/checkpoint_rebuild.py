@@ -11,11 +11,10 @@ numeric dtypes only, a ``HistoryBuffer`` through its constructor from numbers (n
 ``__setstate__``, which updates a class-wide table), and ``getattr`` only for the statistics
 names plain mmengine writes. torch's unpickler does the rest (BUILD only on instances of allowed
 types, storage-only persistent ids); :func:`finalize` then turns our placeholders into real
-arrays, dtypes and HistoryBuffers, and checks every tensor: a dense one views no more bytes than
-its storage holds, a sparse one has its indices inside its shape. torch validates sparse indices
-after a ``weights_only`` load only from 2.14 (pytorch/pytorch#184750; 2.8 to 2.13 skip it unless
-``check_sparse_tensor_invariants`` is on), and even there a concurrent load can clear the list it
-validates (pytorch/pytorch#194750): the check here does not depend on either.
+arrays, dtypes and HistoryBuffers, walking the attributes of dictionaries too (a state_dict's
+``_metadata``), and checks every tensor: a plain strided tensor, as a state_dict holds, carrying
+no Python attributes, grad or hooks (they would hide tensors from this walk, or shadow the
+methods it calls), viewing no more bytes than its storage holds.
 """
 import re
 import reprlib
@@ -190,12 +189,18 @@ REBUILDERS = rebuilders()
 # ---------------------------------------------------------------------------- after loading
 
 def check_tensor(tensor: torch.Tensor) -> None:
-    """A dense tensor may not view more bytes than its storage holds (stride-0 or overlapping views
-    of a tiny storage would turn a small file into gigabytes at the first copy); a sparse one may
-    not index outside its shape (``to_dense`` would read and write past its memory)."""
+    """A plain strided tensor: no attributes, grad or backward hooks (checked first, since an
+    attribute can shadow the methods called below); a dense tensor may not view more bytes than
+    its storage holds (stride-0 or overlapping views of a tiny storage would turn a small file
+    into gigabytes at the first copy). Sparse tensors are refused by the scan already
+    (:mod:`ghost_backbones.checkpoint_scan`); refused here again, whatever made one."""
+    attributes = sorted(vars(tensor))
+    if attributes:
+        raise Refused(f'a tensor carrying the attributes {short(attributes)} (a state_dict\'s tensors have none)')
+    if tensor.grad is not None or tensor._backward_hooks:
+        raise Refused('a tensor carrying a grad or backward hooks (a state_dict\'s tensors have neither)')
     if tensor.layout is not torch.strided:
-        check_sparse(tensor)
-        return
+        raise Refused(f'a {tensor.layout} tensor of shape {tuple(tensor.shape)} (sparse tensors are not read as data)')
     if tensor.device.type == 'meta':
         raise Refused(f'a meta tensor of shape {tuple(tensor.shape)} (no data)')
     needed = tensor.numel() * tensor.element_size()
@@ -203,33 +208,6 @@ def check_tensor(tensor: torch.Tensor) -> None:
     if needed > held:
         raise Refused(f'a tensor of shape {tuple(tensor.shape)} and strides {tensor.stride()} viewing {needed} bytes '
                       f'of a {held}-byte storage')
-
-
-COMPRESSED_INDICES = {  # layout: (compressed, plain) index accessors
-    torch.sparse_csr: ('crow_indices', 'col_indices'), torch.sparse_bsr: ('crow_indices', 'col_indices'),
-    torch.sparse_csc: ('ccol_indices', 'row_indices'), torch.sparse_bsc: ('ccol_indices', 'row_indices')}
-
-
-def check_sparse(tensor: torch.Tensor) -> None:
-    """Its parts are dense tensors checked as such (stride-0 indices and values would make a tiny
-    file a sparse tensor of 10**8 entries); then torch's own invariant checks, run on those parts
-    through the public constructors (``check_invariants=True``), whatever torch's loader did."""
-    if tensor.layout is torch.sparse_coo:
-        parts = (tensor._indices(), tensor._values())
-    elif tensor.layout in COMPRESSED_INDICES:
-        parts = tuple(getattr(tensor, name)() for name in COMPRESSED_INDICES[tensor.layout]) + (tensor.values(),)
-    else:
-        raise Refused(f'a tensor of layout {tensor.layout}')
-    for part in parts:
-        check_tensor(part)
-    try:
-        if tensor.layout is torch.sparse_coo:
-            torch.sparse_coo_tensor(*parts, tensor.shape, check_invariants=True, is_coalesced=tensor.is_coalesced())
-        else:
-            torch.sparse_compressed_tensor(*parts, tensor.shape, layout=tensor.layout, check_invariants=True)
-    except RuntimeError as error:
-        raise Refused(f'a {tensor.layout} tensor of shape {tuple(tensor.shape)} whose indices are invalid: '
-                      f'{str(error).splitlines()[0]}') from None
 
 
 def finalize(obj, memo: dict):
@@ -253,6 +231,9 @@ def finalize(obj, memo: dict):
         memo[id(obj)] = obj
         for key, value in list(obj.items()):
             obj[key] = finalize(value, memo)
+        attributes = getattr(obj, '__dict__', {})  # set by BUILD: a state_dict's _metadata, or anything
+        for key, value in list(attributes.items()):
+            attributes[key] = finalize(value, memo)
         return obj
     elif kind is list:
         memo[id(obj)] = obj

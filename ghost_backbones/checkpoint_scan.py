@@ -3,8 +3,11 @@ file do.
 
 torch's ``weights_only`` unpickler allows ``bytearray(n)`` (an 857-byte file allocating
 gigabytes), sets and Counters of any hashable (a few hundred kilobytes of hash-colliding numbers
-taking minutes to insert), and reads zip entries of any compression (a deflate bomb). mmengine,
-mmdet, mmseg, timm and torch.save never write any of these, so they are refused:
+taking minutes to insert), reads zip entries of any compression (a deflate bomb), and rebuilds
+sparse tensors whose cost no size in the file bounds (10**8 entries of stride-0 indices in 2 kB,
+a dense shape of 10**10, indices shared with a tensor changed later), validating their indices
+only from torch 2.14 on. mmengine, mmdet, mmseg, timm and a module's state_dict never hold any of
+these, so they are refused:
 
 * the archive: a torch zip (torch >= 1.6) whose entries are stored, not compressed, each no larger
   than the file; the legacy non-zip format is refused (its loader acts on persistent ids that
@@ -13,12 +16,12 @@ mmdet, mmseg, timm and torch.save never write any of these, so they are refused:
   case-insensitively: names that collide so are refused), read once with
   :func:`pickletools.genops` and a stack of *kinds* (never objects): globals only from torch's
   allow-list and our rebuilders, less ``bytearray``; calls (REDUCE, NEWOBJ) only of the globals
-  torch.save, numpy and mmengine call, never of a call's result; ``_rebuild_from_type_v2`` only
-  around torch's tensor rebuilders; dictionary keys and set / Counter elements only strings,
-  bytes, bools, None and ints of identity hash (``|i| < 2**61 - 1``); ``set`` only of a list,
-  ``Counter`` only of a dict, ``OrderedDict`` only empty; ``_codecs.encode`` only to latin-1;
-  items added only to lists and dictionaries the pickle itself made; nesting at most
-  ``MAX_DEPTH`` deep.
+  torch.save, numpy and mmengine call, never of a call's result, never of the sparse tensor
+  rebuilder; ``_rebuild_from_type_v2`` only around torch's dense tensor rebuilders; dictionary
+  keys and set / Counter elements only strings, bytes, bools, None and ints of identity hash
+  (``|i| < 2**61 - 1``); ``set`` only of a list, ``Counter`` only of a dict, ``OrderedDict`` only
+  empty; ``_codecs.encode`` only to latin-1; items added only to lists and dictionaries the pickle
+  itself made; nesting at most ``MAX_DEPTH`` deep.
 """
 import io
 import pickletools
@@ -196,7 +199,8 @@ DICT_TYPES = ('collections.OrderedDict', 'collections.Counter')
 # what torch.save, numpy and mmengine call in a checkpoint (REDUCE), and create (NEWOBJ)
 TENSOR_REBUILDERS = {f'torch._utils.{name}' for name in (
     '_rebuild_tensor', '_rebuild_tensor_v2', '_rebuild_tensor_v3', '_rebuild_parameter',
-    '_rebuild_parameter_with_state', '_rebuild_sparse_tensor')}  # not quantized ones: torch allocates their size
+    '_rebuild_parameter_with_state')}  # not quantized ones: torch allocates their size; not sparse ones (below)
+SPARSE_REBUILDER = 'torch._utils._rebuild_sparse_tensor'
 CALLABLES = TENSOR_REBUILDERS | {
     'torch._tensor._rebuild_from_type_v2', 'torch.Size', 'torch.device', 'torch.serialization._get_layout',
     'collections.OrderedDict', 'collections.Counter', 'builtins.set', 'builtins.complex', 'builtins.bytes',
@@ -210,9 +214,13 @@ TENSOR_TYPES = ('torch.Tensor', 'torch.nn.parameter.Parameter')
 
 def reduce_kind(func: Kind, args: Kind) -> Kind:
     """The kind of ``func(*args)``, refusing the calls of allowed names that data never makes."""
+    arguments = args.items if args.kind == 'tuple' else ()
+    if any(kind.kind == 'global' and kind.value == SPARSE_REBUILDER for kind in (func, *arguments[:1])):
+        raise Refused('a sparse tensor: no model or Runner checkpoint holds one, and what it costs is not bounded by '
+                      'the file (torch validates its indices after a weights_only load only from 2.14, '
+                      'pytorch/pytorch#184750; nothing bounds its number of entries or dense size)')
     if func.kind != 'global' or func.value not in CALLABLES:
         raise Refused(f'calling a {func.describe()} (REDUCE)')
-    arguments = args.items if args.kind == 'tuple' else ()
     if func.value == 'collections.OrderedDict':
         if arguments:
             raise Refused('OrderedDict built from arguments (a checkpoint fills it item by item)')

@@ -1,5 +1,6 @@
 """Hostile checkpoint files, each built in a few lines from names torch's or the package's loader
 allows: how the checkpoint tests write what an attacker would."""
+import collections
 import io
 import os
 import struct
@@ -138,6 +139,22 @@ def sparse_of_stride_zero(path, nnz: int = 10 ** 8):
     indices, values = torch.zeros(2, 1, dtype=torch.long).expand(2, nnz), torch.ones(1).expand(nnz)
     torch.save({'w': torch.sparse_coo_tensor(indices, values, (3, 3), check_invariants=False)}, str(path))
     return path
+
+
+def with_state(tensor: torch.Tensor, state: dict) -> Reduce:
+    """A tensor or Parameter rebuilt with ``state`` set on it by torch's rebuilder (``setattr``)."""
+    if isinstance(tensor, torch.nn.Parameter):
+        return Reduce((torch._utils._rebuild_parameter_with_state,
+                       (tensor.data, tensor.requires_grad, collections.OrderedDict(), state)))
+    func, args = tensor.__reduce_ex__(2)
+    return Reduce((torch._tensor._rebuild_from_type_v2, (func, torch.Tensor, args, state)))
+
+
+def state_dict_with_attribute(name: str, value) -> collections.OrderedDict:
+    """A state_dict (an OrderedDict, as modules return) with one more attribute beside ``_metadata``."""
+    state_dict = torch.nn.Linear(2, 2).state_dict()
+    setattr(state_dict, name, value)
+    return state_dict
 
 
 LEGACY_MODULE = '''import torch

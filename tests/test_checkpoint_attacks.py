@@ -15,16 +15,14 @@ from hostile_checkpoints import (bytearray_bomb, build_on, case_twin_archive, co
                                  colliding_set_via_rebuild, deep_tuple_in_a_set, deflate_bomb, expanded_tensor,
                                  forged_array, forged_dtype, getattr_history_buffer, getattr_os_system, glob,
                                  legacy_module_checkpoint, legacy_tensor_constructor, ndarray_escaping_its_placeholder,
-                                 reduce_on_a_string, runs, sparse_of_stride_zero, sparse_out_of_range, text,
-                                 with_pickle)
+                                 reduce_on_a_string, runs, sparse_of_stride_zero, sparse_out_of_range,
+                                 state_dict_with_attribute, text, with_pickle, with_state)
 
 # Loads each path given through mmengine's CheckpointLoader (the plugin's loaders), then checks that
 # the process-wide state an attack would change is intact and reports its own CPU time and memory.
 LOADER = r'''
-import collections, copy, gc, json, os, resource, sys, time
+import collections, copy, gc, json, resource, sys, time
 import torch
-if os.environ.get('SKIP_TORCH_SPARSE_VALIDATION'):  # as torch 2.8-2.13 do, and a concurrent load on 2.14
-    torch._utils._validate_loaded_sparse_tensors = lambda *args, **kwargs: torch._utils._sparse_tensors_to_validate.clear()
 import ghost_backbones
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -39,8 +37,7 @@ for path in sys.argv[1:]:
         for value in loaded.values():
             if torch.is_tensor(value) and value.layout != torch.strided:
                 value.to_dense()
-        copy.deepcopy({key: value for key, value in loaded.items()  # torch cannot copy CSR / CSC / BSR / BSC
-                       if not torch.is_tensor(value) or value.layout in (torch.strided, torch.sparse_coo)})
+        copy.deepcopy(loaded)
         outcome[path] = 'loaded'
     except CheckpointError as error:
         outcome[path] = f'{type(error).__name__}: {error}'
@@ -91,9 +88,17 @@ def hostile_files(tmp_path, marker):
     saved('void_array', {'a': forged_array(forged_dtype('V8', (3, '|', None, None, None, 8, 1, 0x3F)), b'\0' * 16)},
           "'V8'")
     saved('float_with_flags', {'d': forged_dtype('f8', (3, '<', None, None, None, -1, -1, 63))}, 'dtype state')
-    files['sparse_coo'] = (sparse_out_of_range(tmp_path / 'sparse_coo.pth', 'coo'), 'size is inconsistent')
-    files['sparse_csr'] = (sparse_out_of_range(tmp_path / 'sparse_csr.pth', 'csr'), 'col_indices')
-    files['sparse_stride0'] = (sparse_of_stride_zero(tmp_path / 'sparse_stride0.pth'), 'strides (1, 0)')
+    files['sparse_coo'] = (sparse_out_of_range(tmp_path / 'sparse_coo.pth', 'coo'), 'a sparse tensor')
+    files['sparse_csr'] = (sparse_out_of_range(tmp_path / 'sparse_csr.pth', 'csr'), 'a sparse tensor')
+    files['sparse_stride0'] = (sparse_of_stride_zero(tmp_path / 'sparse_stride0.pth'), 'a sparse tensor')
+    # tensors hidden from the walk of the loaded object: as a tensor's attribute, a Parameter's grad,
+    # a state_dict's attribute (its deepcopy, as mmengine's EMAHook makes, would allocate 4 GB)
+    wide = torch.ones(1).expand(10 ** 9)
+    saved('tensor_attribute', {'w': with_state(torch.ones(2), {'hidden': wide})}, "attributes ['hidden']")
+    saved('parameter_grad', {'w': with_state(torch.nn.Parameter(torch.ones(2)), {'grad': torch.ones(2)})},
+          'carrying a grad')
+    saved('state_dict_attribute', {'state_dict': state_dict_with_attribute('hidden', wide)},
+          'viewing 4000000000 bytes of a 4-byte storage')
     # classes and functions rewritten for the whole process (BUILD on them)
     size = glob('torch', 'Size')
     raw('build_counter', build_on(glob('collections', 'Counter'), 'most_common', size), 'weights-only unpickler')
@@ -335,23 +340,28 @@ def test_a_legitimate_file_beside_the_hostile_ones_loads(hostile, tmp_path):
     assert_refused(outcome, files['os_system'][0], 'posix.system')
 
 
-def test_sparse_indices_are_checked_where_torch_skips_its_own_check(tmp_path):
-    """torch validates sparse indices after a weights-only load only from 2.14 (pytorch/pytorch#184750), and a
-    concurrent load can empty the list it validates (pytorch/pytorch#194750): with torch's check skipped, sparse
-    tensors indexing outside their shape are still refused, and valid ones of every layout still load."""
+def test_sparse_tensors_load_only_from_trusted_files(tmp_path):
+    """Sparse tensors are refused as data, valid ones too (their cost is not bounded by the file);
+    a file the user trusts still loads them."""
     dense = torch.tensor([[1., 0, 2], [0, 3, 0], [4, 0, 0], [0, 0, 5]])
     good = tmp_path / 'sparse_good.pth'
-    torch.save({'coo': dense.to_sparse(), 'csr': dense.to_sparse_csr(), 'csc': dense.to_sparse_csc(),
-                'bsr': dense.to_sparse_bsr((2, 1))}, str(good))
-    csc = tmp_path / 'sparse_csc.pth'
-    torch.save({'w': torch.sparse_csc_tensor(torch.tensor([0, 1, 2]), torch.tensor([0, 10 ** 7]),
-                                             torch.tensor([1., 2.]), (2, 2), check_invariants=False)}, str(csc))
-    coo, csr = sparse_out_of_range(tmp_path / 'sparse_coo.pth', 'coo'), sparse_out_of_range(tmp_path / 'csr.pth', 'csr')
-    outcome, _ = load_in_subprocess([coo, csr, csc, good], env=dict(SKIP_TORCH_SPARSE_VALIDATION='1'))
+    torch.save({'coo': dense.to_sparse()}, str(good))  # (the loading process deep-copies: not CSR)
+    outcome, _ = load_in_subprocess([good])
+    assert_refused(outcome, good, 'a sparse tensor', 'pytorch/pytorch#184750')
+    outcome, _ = load_in_subprocess([good], env={'GHOST_BACKBONES_TRUSTED_CHECKPOINTS': str(good)})
     assert outcome[str(good)] == 'loaded' and outcome['classes intact']
-    assert_refused(outcome, coo, 'sparse_coo tensor of shape (3, 3)', 'size is inconsistent with indices')
-    assert_refused(outcome, csr, 'sparse_csr tensor of shape (2, 2)', 'col_indices')
-    assert_refused(outcome, csc, 'sparse_csc tensor of shape (2, 2)', 'row_indices')
+
+
+def test_a_tensor_with_shadowed_methods_is_refused_before_they_are_called():
+    """An attribute named like a method the check calls (numel) is refused as an attribute."""
+    from ghost_backbones.checkpoint_rebuild import check_tensor
+    from ghost_backbones.checkpoint_errors import Refused
+    tensor = torch.ones(1).expand(10 ** 9)
+    tensor.numel = lambda: 0
+    with pytest.raises(Refused, match=r"attributes \['numel'\]"):
+        check_tensor(tensor)
+    with pytest.raises(Refused, match='sparse tensors are not read as data'):
+        check_tensor(torch.ones(2, 2).to_sparse())
 
 
 def test_an_endless_or_silent_download_stops_and_caches_nothing(tmp_path, file_server):
