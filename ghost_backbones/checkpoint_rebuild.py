@@ -189,7 +189,7 @@ REBUILDERS = rebuilders()
 # ---------------------------------------------------------------------------- after loading
 
 def check_tensor(tensor: torch.Tensor) -> None:
-    """A plain strided tensor: no attributes, grad or backward hooks (checked first, since an
+    """A plain strided tensor: no attributes, grad or hooks (checked first, since an
     attribute can shadow the methods called below); a dense tensor may not view more bytes than
     its storage holds (stride-0 or overlapping views of a tiny storage would turn a small file
     into gigabytes at the first copy). Sparse tensors are refused by the scan already
@@ -197,10 +197,12 @@ def check_tensor(tensor: torch.Tensor) -> None:
     attributes = sorted(vars(tensor))
     if attributes:
         raise Refused(f'a tensor carrying the attributes {short(attributes)} (a state_dict\'s tensors have none)')
-    if tensor.grad is not None or tensor._backward_hooks:
-        raise Refused('a tensor carrying a grad or backward hooks (a state_dict\'s tensors have neither)')
+    if tensor.grad is not None or tensor._backward_hooks or tensor._post_accumulate_grad_hooks:
+        raise Refused('a tensor carrying a grad or hooks (a state_dict\'s tensors have neither)')
     if tensor.layout is not torch.strided:
         raise Refused(f'a {tensor.layout} tensor of shape {tuple(tensor.shape)} (sparse tensors are not read as data)')
+    if tensor.is_quantized:  # legitimate quantized tensors are refused by the scan (_rebuild_qtensor)
+        raise Refused(f'a tensor of the quantized dtype {tensor.dtype} built as a plain tensor (no quantizer)')
     if tensor.device.type == 'meta':
         raise Refused(f'a meta tensor of shape {tuple(tensor.shape)} (no data)')
     needed = tensor.numel() * tensor.element_size()

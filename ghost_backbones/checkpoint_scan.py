@@ -244,7 +244,19 @@ def reduce_kind(func: Kind, args: Kind) -> Kind:
         return Kind('bytes')
     if func.value == 'torch._tensor._rebuild_from_type_v2':
         if not (len(arguments) == 4 and arguments[0].kind == 'global' and arguments[0].value in TENSOR_REBUILDERS
-                and arguments[1].kind == 'global' and arguments[1].value in TENSOR_TYPES
-                and arguments[3].kind in ('dict', 'none')):
+                and arguments[1].kind == 'global' and arguments[1].value in TENSOR_TYPES):
             raise Refused('_rebuild_from_type_v2 around something other than a tensor rebuilder')
+    if func.value in STATEFUL_REBUILDERS and len(arguments) == 4 and not is_empty_state(arguments[3]):
+        # torch sets it with setattr: C-level setters (_post_accumulate_grad_hooks, grad, data) keep
+        # what they are given out of the tensor's __dict__, hidden from the walk after loading
+        raise Refused(f'state set on a tensor by {func.value} ({arguments[3].describe()}): a state_dict\'s tensors '
+                      'have none')
     return Kind('object')
+
+
+STATEFUL_REBUILDERS = ('torch._tensor._rebuild_from_type_v2', 'torch._utils._rebuild_parameter_with_state')
+
+
+def is_empty_state(state: Kind) -> bool:
+    """None, or a dictionary with nothing added to it (an empty dictionary is one level deep)."""
+    return state.kind == 'none' or (state.kind == 'dict' and state.depth == 1)

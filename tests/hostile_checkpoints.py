@@ -150,6 +150,13 @@ def with_state(tensor: torch.Tensor, state: dict) -> Reduce:
     return Reduce((torch._tensor._rebuild_from_type_v2, (func, torch.Tensor, args, state)))
 
 
+def quantized_without_quantizer() -> Reduce:
+    """A plain tensor rebuilt over a quint8 storage: quantized, with no scale or zero point (every
+    use of it then fails inside torch)."""
+    storage = torch.TypedStorage(wrap_storage=torch.UntypedStorage(64), dtype=torch.quint8, _internal=True)
+    return Reduce((torch._utils._rebuild_tensor_v2, (storage, 0, (64,), (1,), False, collections.OrderedDict())))
+
+
 def state_dict_with_attribute(name: str, value) -> collections.OrderedDict:
     """A state_dict (an OrderedDict, as modules return) with one more attribute beside ``_metadata``."""
     state_dict = torch.nn.Linear(2, 2).state_dict()

@@ -15,8 +15,8 @@ from hostile_checkpoints import (bytearray_bomb, build_on, case_twin_archive, co
                                  colliding_set_via_rebuild, deep_tuple_in_a_set, deflate_bomb, expanded_tensor,
                                  forged_array, forged_dtype, getattr_history_buffer, getattr_os_system, glob,
                                  legacy_module_checkpoint, legacy_tensor_constructor, ndarray_escaping_its_placeholder,
-                                 reduce_on_a_string, runs, sparse_of_stride_zero, sparse_out_of_range,
-                                 state_dict_with_attribute, text, with_pickle, with_state)
+                                 quantized_without_quantizer, reduce_on_a_string, runs, sparse_of_stride_zero,
+                                 sparse_out_of_range, state_dict_with_attribute, text, with_pickle, with_state)
 
 # Loads each path given through mmengine's CheckpointLoader (the plugin's loaders), then checks that
 # the process-wide state an attack would change is intact and reports its own CPU time and memory.
@@ -91,14 +91,18 @@ def hostile_files(tmp_path, marker):
     files['sparse_coo'] = (sparse_out_of_range(tmp_path / 'sparse_coo.pth', 'coo'), 'a sparse tensor')
     files['sparse_csr'] = (sparse_out_of_range(tmp_path / 'sparse_csr.pth', 'csr'), 'a sparse tensor')
     files['sparse_stride0'] = (sparse_of_stride_zero(tmp_path / 'sparse_stride0.pth'), 'a sparse tensor')
-    # tensors hidden from the walk of the loaded object: as a tensor's attribute, a Parameter's grad,
-    # a state_dict's attribute (its deepcopy, as mmengine's EMAHook makes, would allocate 4 GB)
+    # tensors hidden from the walk of the loaded object: as a tensor's attribute, a Parameter's grad or
+    # post-accumulate hooks (a C-level setter: not in its __dict__), a state_dict's attribute (its
+    # deepcopy, as mmengine's EMAHook makes, would allocate 4 GB)
     wide = torch.ones(1).expand(10 ** 9)
-    saved('tensor_attribute', {'w': with_state(torch.ones(2), {'hidden': wide})}, "attributes ['hidden']")
+    saved('tensor_attribute', {'w': with_state(torch.ones(2), {'hidden': wide})}, 'state set on a tensor')
     saved('parameter_grad', {'w': with_state(torch.nn.Parameter(torch.ones(2)), {'grad': torch.ones(2)})},
-          'carrying a grad')
+          'state set on a tensor')
+    saved('parameter_hooks', {'w': with_state(torch.nn.Parameter(torch.ones(2)),
+                                              {'_post_accumulate_grad_hooks': {'h': wide}})}, 'state set on a tensor')
     saved('state_dict_attribute', {'state_dict': state_dict_with_attribute('hidden', wide)},
           'viewing 4000000000 bytes of a 4-byte storage')
+    saved('quantized_plain', {'state_dict': {'w': quantized_without_quantizer()}}, 'quantized dtype torch.quint8')
     # classes and functions rewritten for the whole process (BUILD on them)
     size = glob('torch', 'Size')
     raw('build_counter', build_on(glob('collections', 'Counter'), 'most_common', size), 'weights-only unpickler')
@@ -352,14 +356,19 @@ def test_sparse_tensors_load_only_from_trusted_files(tmp_path):
     assert outcome[str(good)] == 'loaded' and outcome['classes intact']
 
 
-def test_a_tensor_with_shadowed_methods_is_refused_before_they_are_called():
-    """An attribute named like a method the check calls (numel) is refused as an attribute."""
+def test_the_tensor_check_refuses_what_the_scan_already_keeps_out():
+    """Behind the scan: an attribute named like a method the check calls (numel) is refused as an
+    attribute before it is called; hooks and sparse tensors are refused too."""
     from ghost_backbones.checkpoint_rebuild import check_tensor
     from ghost_backbones.checkpoint_errors import Refused
     tensor = torch.ones(1).expand(10 ** 9)
     tensor.numel = lambda: 0
     with pytest.raises(Refused, match=r"attributes \['numel'\]"):
         check_tensor(tensor)
+    hooked = torch.nn.Parameter(torch.ones(1))
+    hooked.register_post_accumulate_grad_hook(lambda parameter: None)
+    with pytest.raises(Refused, match='grad or hooks'):
+        check_tensor(hooked)
     with pytest.raises(Refused, match='sparse tensors are not read as data'):
         check_tensor(torch.ones(2, 2).to_sparse())
 
