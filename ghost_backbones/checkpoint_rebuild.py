@@ -14,7 +14,7 @@ types, storage-only persistent ids); :func:`finalize` then turns our placeholder
 arrays, dtypes and HistoryBuffers, walking the attributes of dictionaries too (a state_dict's
 ``_metadata``), and checks every tensor: a plain strided tensor, as a state_dict holds, carrying
 no Python attributes, grad or hooks (they would hide tensors from this walk, or shadow the
-methods it calls), viewing no more bytes than its storage holds.
+methods it calls), of no quantized dtype, viewing no more bytes than its storage holds.
 """
 import re
 import reprlib

@@ -17,7 +17,8 @@ these, so they are refused:
   :func:`pickletools.genops` and a stack of *kinds* (never objects): globals only from torch's
   allow-list and our rebuilders, less ``bytearray``; calls (REDUCE, NEWOBJ) only of the globals
   torch.save, numpy and mmengine call, never of a call's result, never of the sparse tensor
-  rebuilder; ``_rebuild_from_type_v2`` only around torch's dense tensor rebuilders; dictionary
+  rebuilder; ``_rebuild_from_type_v2`` only around torch's dense tensor rebuilders, and neither it
+  nor ``_rebuild_parameter_with_state`` with state to set on the tensor; dictionary
   keys and set / Counter elements only strings, bytes, bools, None and ints of identity hash
   (``|i| < 2**61 - 1``); ``set`` only of a list, ``Counter`` only of a dict, ``OrderedDict`` only
   empty; ``_codecs.encode`` only to latin-1; items added only to lists and dictionaries the pickle
