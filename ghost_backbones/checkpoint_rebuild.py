@@ -14,8 +14,10 @@ types, storage-only persistent ids); :func:`finalize` then turns our placeholder
 arrays, dtypes and HistoryBuffers, walking the attributes of dictionaries too (a state_dict's
 ``_metadata``), and checks every tensor: a plain strided tensor, as a state_dict holds, carrying
 no Python attributes, grad or hooks (they would hide tensors from this walk, or shadow the
-methods it calls), of no quantized dtype, viewing no more bytes than its storage holds.
+methods it calls), of no quantized or bits dtype, viewing no more bytes than its storage holds;
+bools, in tensors and numpy data, only of the bytes 0 and 1.
 """
+import math
 import re
 import reprlib
 from collections import Counter, OrderedDict
@@ -90,10 +92,18 @@ class PendingArray:
         dtype = real_dtype(dtype)
         if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
             raise Refused(f'numpy array shape {short(shape)}')
-        if not isinstance(raw, (bytes, bytearray)) or len(raw) != int(np.prod(shape)) * dtype.itemsize:
+        if not isinstance(raw, (bytes, bytearray)) or len(raw) != math.prod(shape) * dtype.itemsize:  # (exact: no overflow)
             raise Refused(f'numpy array of shape {shape} and dtype {dtype}: its data is not {dtype.itemsize}-byte '
                           'numbers of that count')
+        check_bool_bytes(raw, dtype, 'numpy bool array')
         self.array = np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order='F' if fortran else 'C').copy()
+
+
+def check_bool_bytes(raw: bytes, dtype: np.dtype, what: str) -> None:
+    """Bools are the bytes 0 and 1 (as numpy and torch write them, and as their kernels assume)."""
+    other = bytes(raw).translate(None, b'\0\1') if dtype.kind == 'b' else b''
+    if other:
+        raise Refused(f'a {what} holding the byte {other[0]} (a bool is the byte 0 or 1)')
 
 
 def reconstruct_array(subtype, shape, code):
@@ -113,6 +123,7 @@ def make_scalar(dtype, raw):
     dtype = real_dtype(dtype)
     if not isinstance(raw, bytes) or len(raw) != dtype.itemsize:
         raise Refused(f'numpy scalar of dtype {dtype} from {len(raw) if isinstance(raw, bytes) else short(raw)} bytes')
+    check_bool_bytes(raw, dtype, 'numpy bool scalar')
     return np.frombuffer(raw, dtype=dtype)[0].copy()
 
 
@@ -188,6 +199,9 @@ REBUILDERS = rebuilders()
 
 # ---------------------------------------------------------------------------- after loading
 
+OPAQUE_DTYPES = (torch.bits1x8, torch.bits2x4, torch.bits4x2, torch.bits8, torch.bits16)  # bits: no kernel reads them
+
+
 def check_tensor(tensor: torch.Tensor) -> None:
     """A plain strided tensor: no attributes, grad or hooks (checked first, since an
     attribute can shadow the methods called below); a dense tensor may not view more bytes than
@@ -203,6 +217,8 @@ def check_tensor(tensor: torch.Tensor) -> None:
         raise Refused(f'a {tensor.layout} tensor of shape {tuple(tensor.shape)} (sparse tensors are not read as data)')
     if tensor.is_quantized:  # legitimate quantized tensors are refused by the scan (_rebuild_qtensor)
         raise Refused(f'a tensor of the quantized dtype {tensor.dtype} built as a plain tensor (no quantizer)')
+    if tensor.dtype in OPAQUE_DTYPES:
+        raise Refused(f'a tensor of the dtype {tensor.dtype} (no torch operation reads it; a state_dict holds none)')
     if tensor.device.type == 'meta':
         raise Refused(f'a meta tensor of shape {tuple(tensor.shape)} (no data)')
     needed = tensor.numel() * tensor.element_size()
@@ -210,6 +226,9 @@ def check_tensor(tensor: torch.Tensor) -> None:
     if needed > held:
         raise Refused(f'a tensor of shape {tuple(tensor.shape)} and strides {tensor.stride()} viewing {needed} bytes '
                       f'of a {held}-byte storage')
+    if tensor.dtype == torch.bool and tensor.numel() and tensor.view(torch.uint8).max() > 1:
+        raise Refused(f'a bool tensor of shape {tuple(tensor.shape)} holding the byte {tensor.view(torch.uint8).max().item()} '
+                      '(a bool is the byte 0 or 1)')
 
 
 def finalize(obj, memo: dict):

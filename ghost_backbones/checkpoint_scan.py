@@ -18,7 +18,8 @@ these, so they are refused:
   allow-list and our rebuilders, less ``bytearray``; calls (REDUCE, NEWOBJ) only of the globals
   torch.save, numpy and mmengine call, never of a call's result, never of the sparse tensor
   rebuilder; ``_rebuild_from_type_v2`` only around torch's dense tensor rebuilders, and neither it
-  nor ``_rebuild_parameter_with_state`` with state to set on the tensor; dictionary
+  nor ``_rebuild_parameter_with_state`` with state to set on the tensor, nor BUILD on a rebuilt
+  tensor (torch would ``set_`` it to any storage, size and strides); dictionary
   keys and set / Counter elements only strings, bytes, bools, None and ints of identity hash
   (``|i| < 2**61 - 1``); ``set`` only of a list, ``Counter`` only of a dict, ``OrderedDict`` only
   empty; ``_codecs.encode`` only to latin-1; items added only to lists and dictionaries the pickle
@@ -138,6 +139,10 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
             stack.append(Kind('dict') if cls.value in DICT_TYPES else Kind('object'))
         elif name == 'BUILD':
             stack.pop()
+            if stack[-1].kind == 'tensor':
+                # torch's unpickler would call Tensor.set_(*state): a legacy form torch.save never writes,
+                # re-pointing a rebuilt tensor at any storage, offset, size and strides
+                raise Refused('state set on a rebuilt tensor (BUILD; torch.save never writes it)')
         elif name == 'APPEND':
             item = stack.pop()
             add_items(stack[-1], [item], 'APPEND')
@@ -252,6 +257,8 @@ def reduce_kind(func: Kind, args: Kind) -> Kind:
         # what they are given out of the tensor's __dict__, hidden from the walk after loading
         raise Refused(f'state set on a tensor by {func.value} ({arguments[3].describe()}): a state_dict\'s tensors '
                       'have none')
+    if func.value in TENSOR_REBUILDERS or func.value == 'torch._tensor._rebuild_from_type_v2':
+        return Kind('tensor')
     return Kind('object')
 
 

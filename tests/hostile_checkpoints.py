@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 RECONSTRUCT = np._core.multiarray._reconstruct
+SCALAR = np._core.multiarray.scalar
 
 
 class Reduce:
@@ -31,6 +32,10 @@ def runs(command: str) -> Reduce:
 
 def forged_array(dtype, raw: bytes, shape=(2,)) -> Reduce:
     return Reduce((RECONSTRUCT, (np.ndarray, (0,), b'b'), (1, shape, dtype, False, raw)))
+
+
+def forged_scalar(dtype, raw: bytes) -> Reduce:
+    return Reduce((SCALAR, (dtype, raw)))
 
 
 def forged_dtype(code, state) -> Reduce:
@@ -155,6 +160,19 @@ def quantized_without_quantizer() -> Reduce:
     use of it then fails inside torch)."""
     storage = torch.TypedStorage(wrap_storage=torch.UntypedStorage(64), dtype=torch.quint8, _internal=True)
     return Reduce((torch._utils._rebuild_tensor_v2, (storage, 0, (64,), (1,), False, collections.OrderedDict())))
+
+
+def tensor_set_by_build(size, stride) -> Reduce:
+    """A tensor rebuilt over a 4-element storage, then given the BUILD state ``(storage, 0, size,
+    stride)``: torch's unpickler calls ``set_`` with it (a bigger size resizes the storage, if it can)."""
+    storage = torch.TypedStorage(wrap_storage=torch.ones(4).untyped_storage(), dtype=torch.float32, _internal=True)
+    return Reduce((torch._utils._rebuild_tensor_v2, (storage, 0, (4,), (1,), False, collections.OrderedDict()),
+                   (storage, 0, size, stride)))
+
+
+def bools_of_bytes(*values: int) -> torch.Tensor:
+    """A bool tensor over the given bytes (only 0 and 1 are bools; torch.save writes the bytes as they are)."""
+    return torch.tensor(values, dtype=torch.uint8).view(torch.bool)
 
 
 def state_dict_with_attribute(name: str, value) -> collections.OrderedDict:

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from hostile_checkpoints import (bytearray_bomb, build_on, case_twin_archive, colliding_dict, colliding_set,
-                                 colliding_set_via_rebuild, deep_tuple_in_a_set, deflate_bomb, expanded_tensor,
-                                 forged_array, forged_dtype, getattr_history_buffer, getattr_os_system, glob,
+from hostile_checkpoints import (bools_of_bytes, bytearray_bomb, build_on, case_twin_archive, colliding_dict,
+                                 colliding_set, colliding_set_via_rebuild, deep_tuple_in_a_set, deflate_bomb,
+                                 expanded_tensor, forged_array, forged_dtype, forged_scalar, getattr_history_buffer,
+                                 getattr_os_system, glob,
                                  legacy_module_checkpoint, legacy_tensor_constructor, ndarray_escaping_its_placeholder,
                                  quantized_without_quantizer, reduce_on_a_string, runs, sparse_of_stride_zero,
-                                 sparse_out_of_range, state_dict_with_attribute, text, with_pickle, with_state)
+                                 sparse_out_of_range, state_dict_with_attribute, tensor_set_by_build, text,
+                                 with_pickle, with_state)
 
 # Loads each path given through mmengine's CheckpointLoader (the plugin's loaders), then checks that
 # the process-wide state an attack would change is intact and reports its own CPU time and memory.
@@ -103,6 +105,19 @@ def hostile_files(tmp_path, marker):
     saved('state_dict_attribute', {'state_dict': state_dict_with_attribute('hidden', wide)},
           'viewing 4000000000 bytes of a 4-byte storage')
     saved('quantized_plain', {'state_dict': {'w': quantized_without_quantizer()}}, 'quantized dtype torch.quint8')
+    # a rebuilt tensor re-pointed by BUILD (Tensor.set_) at a size its storage lacks, or at a stride-0 view
+    saved('build_set_bigger', {'w': tensor_set_by_build((10 ** 9,), (1,))}, 'state set on a rebuilt tensor (BUILD')
+    saved('build_set_stride0', {'w': tensor_set_by_build((10 ** 9,), (0,))}, 'state set on a rebuilt tensor (BUILD')
+    # values no writer makes: bools that are not 0 / 1, bits dtypes no kernel reads, a numpy shape whose
+    # element count overflows 64 bits to the size of its data (0)
+    saved('bool_bytes', {'state_dict': {'mask': bools_of_bytes(0, 1, 2)}}, 'bool tensor of shape (3,) holding the byte 2')
+    saved('numpy_bool_bytes', {'a': forged_array(np.dtype('?'), b'\x01\xff')}, 'numpy bool array holding the byte 255')
+    saved('numpy_bool_scalar', {'a': forged_scalar(np.dtype('?'), b'\x07')},
+          'numpy bool scalar holding the byte 7')
+    saved('bits_dtype', {'state_dict': {'w': torch.zeros(4, dtype=torch.uint8).view(torch.bits8)}},
+          'the dtype torch.bits8')
+    saved('numpy_shape_overflow', {'a': forged_array(np.dtype('f4'), b'', shape=(2 ** 32, 2 ** 32))},
+          'numpy array of shape (4294967296, 4294967296)')
     # classes and functions rewritten for the whole process (BUILD on them)
     size = glob('torch', 'Size')
     raw('build_counter', build_on(glob('collections', 'Counter'), 'most_common', size), 'weights-only unpickler')
@@ -336,8 +351,10 @@ def test_truncated_download_is_not_cached(tmp_path, file_server):
 
 def test_a_legitimate_file_beside_the_hostile_ones_loads(hostile, tmp_path):
     good = tmp_path / 'good.pth'
-    torch.save({'state_dict': {'w': torch.arange(4.)}, 'meta': {'epoch': 3, 'seed': np.int64(5)},
-                'array': np.arange(3, dtype=np.float32)}, str(good))
+    torch.save({'state_dict': {'w': torch.arange(4.), 'mask': torch.tensor([True, False]),
+                               'f8': torch.ones(3).to(torch.float8_e4m3fn), 'u16': torch.arange(3).to(torch.uint16)},
+                'meta': {'epoch': 3, 'seed': np.int64(5), 'flag': np.bool_(True)},
+                'array': np.arange(3, dtype=np.float32), 'bools': np.array([True, False])}, str(good))
     folder, marker, files = hostile
     outcome, _ = load_in_subprocess([files['os_system'][0], good, files['bytearray_bomb'][0]])
     assert outcome[str(good)] == 'loaded' and outcome['classes intact']
