@@ -79,7 +79,7 @@ def load_as_data(data: bytes, map_location=None):
         checkpoint = unpickle_as_data(data, map_location)
     except pickle.UnpicklingError as error:
         raise Refused(f'what torch\'s weights-only unpickler refuses: {torch_refusal(error)}') from None
-    return finalize(checkpoint, {})
+    return finalize(checkpoint, file_size=len(data))
 
 
 def refusal_message(name: str, refused: Refused, mismatch: str) -> str:

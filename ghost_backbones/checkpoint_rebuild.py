@@ -11,11 +11,13 @@ numeric dtypes only, a ``HistoryBuffer`` through its constructor from numbers (n
 ``__setstate__``, which updates a class-wide table), and ``getattr`` only for the statistics
 names plain mmengine writes. torch's unpickler does the rest (BUILD only on instances of allowed
 types, storage-only persistent ids); :func:`finalize` then turns our placeholders into real
-arrays, dtypes and HistoryBuffers, walking the attributes of dictionaries too (a state_dict's
-``_metadata``), and checks every tensor: a plain strided tensor, as a state_dict holds, carrying
+arrays, dtypes and HistoryBuffers, walking a state_dict's ``_metadata`` too (dictionaries carry no
+other attribute), and checks every tensor: a plain strided tensor, as a state_dict holds, carrying
 no Python attributes, grad or hooks (they would hide tensors from this walk, or shadow the
-methods it calls), of no quantized or bits dtype, viewing no more bytes than its storage holds;
-bools, in tensors and numpy data, only of the bytes 0 and 1.
+methods it calls), no negation or conjugation bit, of no quantized or opaque dtype, viewing no
+more bytes than its storage holds, all storages together no larger than the file; bools, in
+tensors and numpy data, only of the bytes 0 and 1; the whole object at most ``MAX_TREE_ITEMS``
+items counted as a tree.
 """
 import math
 import re
@@ -167,6 +169,8 @@ def numbers(values) -> list:
     values = values.tolist() if isinstance(values, np.ndarray) else values
     if not (isinstance(values, (list, tuple)) and all(type(v) in (int, float, bool) for v in values)):
         raise Refused('HistoryBuffer values that are not numbers')
+    if any(type(v) is int and not -2 ** 63 <= v < 2 ** 63 for v in values):  # (numpy would make an object array)
+        raise Refused('HistoryBuffer values that are ints beyond 64 bits')
     return list(values)
 
 
@@ -199,15 +203,22 @@ REBUILDERS = rebuilders()
 
 # ---------------------------------------------------------------------------- after loading
 
-OPAQUE_DTYPES = (torch.bits1x8, torch.bits2x4, torch.bits4x2, torch.bits8, torch.bits16)  # bits: no kernel reads them
+# dtypes no torch kernel reads (bits, and the sub-byte shells of tensor subclasses): no state_dict holds them
+OPAQUE_DTYPES = tuple(getattr(torch, name) for name in (
+    'bits1x8', 'bits2x4', 'bits4x2', 'bits8', 'bits16', *(f'{sign}int{bits}' for sign in ('u', '') for bits in range(1, 8)))
+    if hasattr(torch, name))
+KEY_TYPES = (str, bytes, int, bool, type(None))  # what the scan lets be a dictionary key
+MAX_TREE_ITEMS = 10 ** 6  # a Runner checkpoint of a large model holds some 10**4; deepcopy takes ~1 s per 10**6
 
 
 def check_tensor(tensor: torch.Tensor) -> None:
     """A plain strided tensor: no attributes, grad or hooks (checked first, since an
-    attribute can shadow the methods called below); a dense tensor may not view more bytes than
-    its storage holds (stride-0 or overlapping views of a tiny storage would turn a small file
-    into gigabytes at the first copy). Sparse tensors are refused by the scan already
-    (:mod:`ghost_backbones.checkpoint_scan`); refused here again, whatever made one."""
+    attribute can shadow the methods called below), no negation or conjugation bit (it would read
+    as other numbers than its bytes), no quantized or opaque dtype; a dense tensor may not view more
+    bytes than its storage holds (stride-0 or overlapping views of a tiny storage would turn a small
+    file into gigabytes at the first copy); bools only of the bytes 0 and 1. Sparse tensors are
+    refused by the scan already (:mod:`ghost_backbones.checkpoint_scan`); refused here again,
+    whatever made one."""
     attributes = sorted(vars(tensor))
     if attributes:
         raise Refused(f'a tensor carrying the attributes {short(attributes)} (a state_dict\'s tensors have none)')
@@ -215,6 +226,9 @@ def check_tensor(tensor: torch.Tensor) -> None:
         raise Refused('a tensor carrying a grad or hooks (a state_dict\'s tensors have neither)')
     if tensor.layout is not torch.strided:
         raise Refused(f'a {tensor.layout} tensor of shape {tuple(tensor.shape)} (sparse tensors are not read as data)')
+    if tensor.is_neg() or tensor.is_conj():
+        raise Refused(f'a tensor of shape {tuple(tensor.shape)} with its {"negation" if tensor.is_neg() else "conjugation"}'
+                      ' bit set (it reads as other numbers than its bytes; a state_dict\'s tensors have none)')
     if tensor.is_quantized:  # legitimate quantized tensors are refused by the scan (_rebuild_qtensor)
         raise Refused(f'a tensor of the quantized dtype {tensor.dtype} built as a plain tensor (no quantizer)')
     if tensor.dtype in OPAQUE_DTYPES:
@@ -227,44 +241,102 @@ def check_tensor(tensor: torch.Tensor) -> None:
         raise Refused(f'a tensor of shape {tuple(tensor.shape)} and strides {tensor.stride()} viewing {needed} bytes '
                       f'of a {held}-byte storage')
     if tensor.dtype == torch.bool and tensor.numel() and tensor.view(torch.uint8).max() > 1:
-        raise Refused(f'a bool tensor of shape {tuple(tensor.shape)} holding the byte {tensor.view(torch.uint8).max().item()} '
-                      '(a bool is the byte 0 or 1)')
+        raise Refused(f'a bool tensor of shape {tuple(tensor.shape)} holding the byte '
+                      f'{tensor.view(torch.uint8).max().item()} (a bool is the byte 0 or 1)')
 
 
-def finalize(obj, memo: dict):
-    """Replace the placeholders of a loaded object by real arrays, dtypes and HistoryBuffers."""
-    if id(obj) in memo:
-        return memo[id(obj)]
-    kind = type(obj)
-    if kind is PendingArray:
-        if type(obj.array) is not np.ndarray:
-            raise Refused('a numpy array without data')
-        result = obj.array
-    elif kind is PendingDtype:
-        if not isinstance(obj.dtype, np.dtype):
-            raise Refused('a numpy dtype without its code')
-        result = obj.dtype
-    elif kind is HistoryBufferState:
-        result = obj.build()
-    elif kind is StatisticsName or obj is NdarrayName or isinstance(obj, type):
-        raise Refused(f'{short(obj)} outside the place mmengine writes it')
-    elif kind in (dict, OrderedDict, Counter):
-        memo[id(obj)] = obj
-        for key, value in list(obj.items()):
-            obj[key] = finalize(value, memo)
-        attributes = getattr(obj, '__dict__', {})  # set by BUILD: a state_dict's _metadata, or anything
-        for key, value in list(attributes.items()):
-            attributes[key] = finalize(value, memo)
-        return obj
-    elif kind is list:
-        memo[id(obj)] = obj
-        obj[:] = [finalize(item, memo) for item in obj]
-        return obj
-    elif kind in (tuple, set):
-        result = kind(finalize(item, memo) for item in obj)
+class Finalizer:
+    """One walk over a loaded object: placeholders replaced by real arrays, dtypes and
+    HistoryBuffers, every tensor checked, and the storages of all tensors together no larger than
+    the file (a storage resized after loading holds uninitialised memory)."""
+
+    def __init__(self, file_size: int):
+        self.file_size, self.memo, self.storages = file_size, {}, {}
+
+    def visit(self, obj):
+        if id(obj) in self.memo:
+            return self.memo[id(obj)]
+        kind = type(obj)
+        if kind is PendingArray:
+            if type(obj.array) is not np.ndarray:
+                raise Refused('a numpy array without data')
+            result = obj.array
+        elif kind is PendingDtype:
+            if not isinstance(obj.dtype, np.dtype):
+                raise Refused('a numpy dtype without its code')
+            result = obj.dtype
+        elif kind is HistoryBufferState:
+            result = obj.build()
+        elif kind is StatisticsName or obj is NdarrayName or isinstance(obj, type):
+            raise Refused(f'{short(obj)} outside the place mmengine writes it')
+        elif kind in (dict, OrderedDict, Counter):
+            self.memo[id(obj)] = obj
+            self.visit_dict(obj)
+            return obj
+        elif kind is list:
+            self.memo[id(obj)] = obj
+            obj[:] = [self.visit(item) for item in obj]
+            return obj
+        elif kind in (tuple, set):
+            result = kind(self.visit(item) for item in obj)
+        else:
+            if isinstance(obj, torch.Tensor):
+                self.visit_tensor(obj)
+            return obj  # tensors, numbers, strings, bytes, torch's own types
+        self.memo[id(obj)] = result
+        return result
+
+    def visit_dict(self, obj) -> None:
+        """Keys and values; the only attribute is a state_dict's ``_metadata`` (BUILD sets what a
+        file gives: an ``items`` attribute would shadow the method a walk calls)."""
+        attributes = getattr(obj, '__dict__', {})
+        if set(attributes) - {'_metadata'}:
+            raise Refused(f'a dictionary carrying the attributes {short(sorted(map(str, attributes)))} (a state_dict '
+                          'carries only _metadata)')
+        for key, value in list(dict.items(obj)):
+            if type(key) not in KEY_TYPES:
+                raise Refused(f'a dictionary key {short(key)} (keys are strings and small ints)')
+            obj[key] = self.visit(value)
+        if '_metadata' in attributes:
+            attributes['_metadata'] = self.visit(attributes['_metadata'])
+
+    def visit_tensor(self, tensor: torch.Tensor) -> None:
+        check_tensor(tensor)
+        storage = tensor.untyped_storage()
+        self.storages[(storage.device, storage.data_ptr())] = storage.nbytes()
+        total = sum(self.storages.values())
+        if total > self.file_size:
+            raise Refused(f'tensors whose storages hold {total} bytes, in a {self.file_size}-byte file (a storage '
+                          'grown after loading)')
+
+
+def tree_size(obj, sizes: dict, open_containers: set) -> int:
+    """The number of items ``obj`` holds counted as a tree, each shared item once per reference:
+    what a deepcopy or a recursive walk of it visits. Containers holding themselves are refused."""
+    if id(obj) in sizes:
+        return sizes[id(obj)]
+    if isinstance(obj, dict):
+        children = [*dict.keys(obj), *dict.values(obj), *getattr(obj, '__dict__', {}).values()]
+    elif isinstance(obj, (list, tuple, set)):
+        children = obj
     else:
-        if isinstance(obj, torch.Tensor):
-            check_tensor(obj)
-        return obj  # tensors, numbers, strings, bytes, torch's own types
-    memo[id(obj)] = result
+        return 1
+    if id(obj) in open_containers:
+        raise Refused(f'a {type(obj).__name__} that holds itself (a checkpoint is a tree)')
+    open_containers.add(id(obj))
+    size = 1 + sum(tree_size(child, sizes, open_containers) for child in children)
+    open_containers.discard(id(obj))
+    sizes[id(obj)] = size
+    return size
+
+
+def finalize(obj, file_size: int):
+    """Replace the placeholders of a loaded object by real arrays, dtypes and HistoryBuffers, check
+    every tensor, and bound the object's size as a tree (shared tuples that double at each level
+    make a 1 kB file that a deepcopy walks for hours)."""
+    result = Finalizer(file_size).visit(obj)
+    size = tree_size(result, {}, set())
+    if size > MAX_TREE_ITEMS:
+        raise Refused(f'an object of {size} items counted as a tree (shared items once per reference; at most '
+                      f'{MAX_TREE_ITEMS})')
     return result

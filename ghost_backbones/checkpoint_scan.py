@@ -16,7 +16,8 @@ these, so they are refused:
   case-insensitively: names that collide so are refused), read once with
   :func:`pickletools.genops` and a stack of *kinds* (never objects): globals only from torch's
   allow-list and our rebuilders, less ``bytearray``; calls (REDUCE, NEWOBJ) only of the globals
-  torch.save, numpy and mmengine call, never of a call's result, never of the sparse tensor
+  torch.save, numpy and mmengine call, with a tuple of arguments, at most ``MAX_HISTORY_BUFFERS``
+  HistoryBuffers, never NEWOBJ of a Parameter, never of a call's result, never of the sparse tensor
   rebuilder; ``_rebuild_from_type_v2`` only around torch's dense tensor rebuilders, and neither it
   nor ``_rebuild_parameter_with_state`` with state to set on the tensor, nor BUILD on a rebuilt
   tensor (torch would ``set_`` it to any storage, size and strides); dictionary
@@ -48,6 +49,8 @@ class Kind:
     """What the scan knows of a stack item: its kind, a short value, and for lists / dicts whether
     every element or key so far hashes without collisions."""
 
+    __slots__ = ('kind', 'value', 'safe_items', 'items', 'depth')  # one per pickled item: kept small
+
     def __init__(self, kind: str, value=None, safe_items: bool = True, items=()):
         self.kind, self.value, self.safe_items, self.items = kind, value, safe_items, items
         self.depth = 1 + max((item.depth for item in items), default=0)
@@ -67,6 +70,9 @@ class Kind:
 
     def describe(self) -> str:
         return f'{self.kind} {self.value!r:.40}' if self.value is not None else self.kind
+
+
+NONE, BOOL, FLOAT = Kind('none'), Kind('bool'), Kind('float')  # atoms, shared (never changed)
 
 
 def global_name(arg: str) -> str:
@@ -106,6 +112,7 @@ def scan_archive(data: bytes, allowed_globals) -> None:
 def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
     """Follow the pickle's opcodes with kinds on the stack; refuse what data never needs."""
     stack, marks, memo = [], [], {}
+    history_buffers = 0
 
     def pop_mark():
         nonlocal stack
@@ -136,7 +143,7 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
             cls = stack.pop()
             if cls.kind != 'global' or cls.value not in NEWOBJ_CLASSES:
                 raise Refused(f'creating a {cls.describe()} (NEWOBJ)')
-            stack.append(Kind('dict') if cls.value in DICT_TYPES else Kind('object'))
+            stack.append(Kind('dict') if cls.value in DICT_TYPES else Kind('history buffer'))
         elif name == 'BUILD':
             stack.pop()
             if stack[-1].kind == 'tensor':
@@ -180,13 +187,13 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
         elif name in ('BININT', 'BININT1', 'BININT2', 'LONG1'):
             stack.append(Kind('int', arg))
         elif name == 'BINFLOAT':
-            stack.append(Kind('float'))
+            stack.append(FLOAT)
         elif name in ('BINUNICODE', 'SHORT_BINSTRING'):
             stack.append(Kind('str', arg if len(arg) <= 16 else None))
         elif name == 'NONE':
-            stack.append(Kind('none'))
+            stack.append(NONE)
         elif name in ('NEWTRUE', 'NEWFALSE'):
-            stack.append(Kind('bool'))
+            stack.append(BOOL)
         elif name == 'BINPERSID':
             stack[-1] = Kind('storage')
         elif name in ('BINGET', 'LONG_BINGET'):
@@ -199,9 +206,16 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
             pass
         else:
             raise Refused(f'the pickle opcode {name} (torch\'s data-only unpickler does not read it)')
+        if name in ('REDUCE', 'NEWOBJ') and stack[-1].kind == 'history buffer':
+            history_buffers += 1
+            if history_buffers > MAX_HISTORY_BUFFERS:
+                raise Refused(f'more than {MAX_HISTORY_BUFFERS} HistoryBuffers (a MessageHub holds one per logged '
+                              'value)')
 
 
 DICT_TYPES = ('collections.OrderedDict', 'collections.Counter')
+HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
+MAX_HISTORY_BUFFERS = 10_000  # each is built with numpy arrays: ~30 us and ~1 kB
 # what torch.save, numpy and mmengine call in a checkpoint (REDUCE), and create (NEWOBJ)
 TENSOR_REBUILDERS = {f'torch._utils.{name}' for name in (
     '_rebuild_tensor', '_rebuild_tensor_v2', '_rebuild_tensor_v3', '_rebuild_parameter',
@@ -211,16 +225,18 @@ CALLABLES = TENSOR_REBUILDERS | {
     'torch._tensor._rebuild_from_type_v2', 'torch.Size', 'torch.device', 'torch.serialization._get_layout',
     'collections.OrderedDict', 'collections.Counter', 'builtins.set', 'builtins.complex', 'builtins.bytes',
     '_codecs.encode', 'numpy.dtype', 'numpy.core.multiarray._reconstruct', 'numpy._core.multiarray._reconstruct',
-    'numpy.core.multiarray.scalar', 'numpy._core.multiarray.scalar', 'builtins.getattr',
-    'mmengine.logging.history_buffer.HistoryBuffer'}
-NEWOBJ_CLASSES = {'collections.OrderedDict', 'collections.Counter', 'torch.nn.parameter.Parameter',
-                  'mmengine.logging.history_buffer.HistoryBuffer'}
+    'numpy.core.multiarray.scalar', 'numpy._core.multiarray.scalar', 'builtins.getattr', HISTORY_BUFFER}
+# not Parameter: torch.save writes it with _rebuild_parameter; made by NEWOBJ (from nothing, with a resizable
+# storage) and given BUILD state, it is set_ to any size: gigabytes of uninitialised memory from a small file
+NEWOBJ_CLASSES = {'collections.OrderedDict', 'collections.Counter', HISTORY_BUFFER}
 TENSOR_TYPES = ('torch.Tensor', 'torch.nn.parameter.Parameter')
 
 
 def reduce_kind(func: Kind, args: Kind) -> Kind:
     """The kind of ``func(*args)``, refusing the calls of allowed names that data never makes."""
-    arguments = args.items if args.kind == 'tuple' else ()
+    if args.kind != 'tuple':  # (pickle calls func(*args): a list would pass unchecked items)
+        raise Refused(f'a call with arguments of kind {args.describe()} (pickle writes them as a tuple)')
+    arguments = args.items
     if any(kind.kind == 'global' and kind.value == SPARSE_REBUILDER for kind in (func, *arguments[:1])):
         raise Refused('a sparse tensor: no model or Runner checkpoint holds one, and what it costs is not bounded by '
                       'the file (torch validates its indices after a weights_only load only from 2.14, '
@@ -259,6 +275,8 @@ def reduce_kind(func: Kind, args: Kind) -> Kind:
                       'have none')
     if func.value in TENSOR_REBUILDERS or func.value == 'torch._tensor._rebuild_from_type_v2':
         return Kind('tensor')
+    if func.value == HISTORY_BUFFER:
+        return Kind('history buffer')
     return Kind('object')
 
 

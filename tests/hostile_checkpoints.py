@@ -278,3 +278,63 @@ def expanded_tensor(path, quantized: bool = False):
         one = torch.quantize_per_tensor(one, 0.1, 0, torch.qint8)
     torch.save({'state_dict': {'w': one.as_strided((10 ** 5, 10 ** 5), (0, 0))}}, str(path))
     return path
+
+
+# ---------------------------------------------------------------------------- found by the third review
+
+BINPUT0, BINGET0, NEWFALSE = b'q\x00', b'h\x00', b'\x89'
+
+
+def parameter_by_newobj(numel: int = 10 ** 9) -> bytes:
+    """``Parameter(None, False)`` made by NEWOBJ (its empty storage is resizable), then BUILD with
+    ``(itself, 0, (numel,), (1,))``: torch calls ``set_``, which grows the storage to ``numel``
+    floats of uninitialised memory."""
+    param = glob('torch.nn.parameter', 'Parameter') + NONE + NEWFALSE + TUPLE2 + NEWOBJ + BINPUT0
+    state = MARK + BINGET0 + b'K\x00' + long1(numel) + TUPLE1 + b'K\x01' + TUPLE1 + TUPLE
+    return (PROTO + EMPTY_DICT + text('state_dict') + EMPTY_DICT + text('w') + param + state + BUILD + SETITEM
+            + SETITEM + STOP)
+
+
+def items_shadowed(value) -> Reduce:
+    """An OrderedDict holding ``{'state_dict': value}`` given the attribute ``items = bytes`` by
+    BUILD: a walk calling ``obj.items()`` sees nothing in it."""
+    return Reduce((collections.OrderedDict, (), {'items': bytes}, None, iter([('state_dict', value)])))
+
+
+def list_arguments(count: int = 40000) -> bytes:
+    """``Counter(*[[colliding ints]])``: REDUCE with a list for its argument tuple."""
+    items = b''.join(long1(i) for i in colliding_ints(count))
+    return (PROTO + EMPTY_DICT + text('x') + glob('collections', 'Counter') + EMPTY_LIST + EMPTY_LIST + MARK + items
+            + APPENDS + APPEND + REDUCE + SETITEM + STOP)
+
+
+def doubling_tuples(depth: int = 94) -> bytes:
+    """``T = (0, 0)``, then ``T = (T, T)`` ``depth`` times through the memo: a 1 kB file that a
+    deepcopy (which does not memoise tuples of atoms) walks 2**depth times."""
+    body = b'K\x00K\x00' + TUPLE2 + BINPUT0 + (BINGET0 + TUPLE2 + BINPUT0) * depth
+    return PROTO + EMPTY_DICT + text('meta') + body + SETITEM + STOP
+
+
+def list_holding_itself() -> bytes:
+    return PROTO + EMPTY_DICT + text('x') + EMPTY_LIST + BINPUT0 + BINGET0 + APPEND + SETITEM + STOP
+
+
+def history_buffers(count: int) -> bytes:
+    """``[HistoryBuffer(), ...]``, 4 bytes each."""
+    return (PROTO + glob('mmengine.logging.history_buffer', 'HistoryBuffer') + BINPUT0 + EMPTY_LIST + MARK
+            + (BINGET0 + EMPTY_TUPLE + REDUCE) * count + APPENDS + STOP)
+
+
+def with_metadata(tensor: torch.Tensor, metadata: dict) -> Reduce:
+    """A tensor rebuilt with torch's backward-compatible metadata (e.g. ``{'neg': True}``)."""
+    storage = torch.TypedStorage(wrap_storage=tensor.untyped_storage(), dtype=tensor.dtype, _internal=True)
+    return Reduce((torch._utils._rebuild_tensor_v2, (storage, 0, tuple(tensor.shape), tensor.stride(), False,
+                                                     collections.OrderedDict(), metadata)))
+
+
+def bytes_as_dtype(raw: torch.Tensor, dtype: torch.dtype) -> Reduce:
+    """A uint8 tensor's bytes rebuilt as ``dtype`` (``_rebuild_tensor_v3``, as torch writes dtypes
+    that have no storage type of their own)."""
+    storage = torch.TypedStorage(wrap_storage=raw.untyped_storage(), dtype=torch.uint8, _internal=True)
+    return Reduce((torch._utils._rebuild_tensor_v3, (storage, 0, tuple(raw.shape), raw.stride(), False,
+                                                     collections.OrderedDict(), dtype)))

@@ -10,15 +10,17 @@ import sys
 import numpy as np
 import pytest
 import torch
+from mmengine.logging import HistoryBuffer
 
-from hostile_checkpoints import (bools_of_bytes, bytearray_bomb, build_on, case_twin_archive, colliding_dict,
-                                 colliding_set, colliding_set_via_rebuild, deep_tuple_in_a_set, deflate_bomb,
-                                 expanded_tensor, forged_array, forged_dtype, forged_scalar, getattr_history_buffer,
-                                 getattr_os_system, glob,
-                                 legacy_module_checkpoint, legacy_tensor_constructor, ndarray_escaping_its_placeholder,
+from hostile_checkpoints import (Reduce, bools_of_bytes, bytearray_bomb, build_on, bytes_as_dtype, case_twin_archive,
+                                 colliding_dict, colliding_set, colliding_set_via_rebuild, deep_tuple_in_a_set,
+                                 deflate_bomb, doubling_tuples, expanded_tensor, forged_array, forged_dtype,
+                                 forged_scalar, getattr_history_buffer, getattr_os_system, glob, history_buffers,
+                                 items_shadowed, legacy_module_checkpoint, legacy_tensor_constructor, list_arguments,
+                                 list_holding_itself, ndarray_escaping_its_placeholder, parameter_by_newobj,
                                  quantized_without_quantizer, reduce_on_a_string, runs, sparse_of_stride_zero,
                                  sparse_out_of_range, state_dict_with_attribute, tensor_set_by_build, text,
-                                 with_pickle, with_state)
+                                 with_metadata, with_pickle, with_state)
 
 # Loads each path given through mmengine's CheckpointLoader (the plugin's loaders), then checks that
 # the process-wide state an attack would change is intact and reports its own CPU time and memory.
@@ -103,6 +105,8 @@ def hostile_files(tmp_path, marker):
     saved('parameter_hooks', {'w': with_state(torch.nn.Parameter(torch.ones(2)),
                                               {'_post_accumulate_grad_hooks': {'h': wide}})}, 'state set on a tensor')
     saved('state_dict_attribute', {'state_dict': state_dict_with_attribute('hidden', wide)},
+          "a dictionary carrying the attributes ['_metadata', 'hidden']")
+    saved('state_dict_metadata', {'state_dict': state_dict_with_attribute('_metadata', {'x': wide})},
           'viewing 4000000000 bytes of a 4-byte storage')
     saved('quantized_plain', {'state_dict': {'w': quantized_without_quantizer()}}, 'quantized dtype torch.quint8')
     # a rebuilt tensor re-pointed by BUILD (Tensor.set_) at a size its storage lacks, or at a stride-0 view
@@ -116,6 +120,21 @@ def hostile_files(tmp_path, marker):
           'numpy bool scalar holding the byte 7')
     saved('bits_dtype', {'state_dict': {'w': torch.zeros(4, dtype=torch.uint8).view(torch.bits8)}},
           'the dtype torch.bits8')
+    # third review: a Parameter made by NEWOBJ and grown by set_ (4 GB of uninitialised memory), a
+    # dictionary's items() shadowed (the walk saw nothing), a call with a list for arguments (checks on
+    # them skipped), tuples doubling through the memo (deepcopy for hours), more HistoryBuffers than a
+    # MessageHub holds, a negation bit, a dtype no kernel reads, an int beyond 64 bits in a log
+    raw('parameter_by_newobj', parameter_by_newobj(), "creating a global 'torch.nn.parameter.Parameter' (NEWOBJ)")
+    saved('items_shadowed', items_shadowed({'w': wide}), "a dictionary carrying the attributes ['items']")
+    raw('list_arguments', list_arguments(), 'a call with arguments of kind list')
+    raw('doubling_tuples', doubling_tuples(), 'counted as a tree')
+    raw('list_holding_itself', list_holding_itself(), 'a list that holds itself')
+    raw('history_buffers', history_buffers(10_001), 'more than 10000 HistoryBuffers')
+    saved('negation_bit', {'state_dict': {'w': with_metadata(torch.ones(2), {'neg': True})}}, 'negation bit set')
+    saved('uint4', {'state_dict': {'w': bytes_as_dtype(torch.zeros(8, dtype=torch.uint8), torch.uint4)}},
+          'the dtype torch.uint4')
+    saved('huge_int_in_a_log', {'message_hub': {'log_scalars': {'loss': Reduce((HistoryBuffer, ([2 ** 2000], [1])))}}},
+          'ints beyond 64 bits')
     saved('numpy_shape_overflow', {'a': forged_array(np.dtype('f4'), b'', shape=(2 ** 32, 2 ** 32))},
           'numpy array of shape (4294967296, 4294967296)')
     # classes and functions rewritten for the whole process (BUILD on them)
@@ -217,7 +236,6 @@ print(json.dumps(outcome))
 
 
 def test_path_trust_is_content_trust(tmp_path):
-    from hostile_checkpoints import Reduce
     import collections
     trusted = tmp_path / 'trusted.pth'
     torch.save({'meta': Reduce((collections.defaultdict, (list,)))}, str(trusted))  # needs trust: not data
@@ -376,7 +394,7 @@ def test_sparse_tensors_load_only_from_trusted_files(tmp_path):
 def test_the_tensor_check_refuses_what_the_scan_already_keeps_out():
     """Behind the scan: an attribute named like a method the check calls (numel) is refused as an
     attribute before it is called; hooks and sparse tensors are refused too."""
-    from ghost_backbones.checkpoint_rebuild import check_tensor
+    from ghost_backbones.checkpoint_rebuild import check_tensor, finalize
     from ghost_backbones.checkpoint_errors import Refused
     tensor = torch.ones(1).expand(10 ** 9)
     tensor.numel = lambda: 0
@@ -388,6 +406,11 @@ def test_the_tensor_check_refuses_what_the_scan_already_keeps_out():
         check_tensor(hooked)
     with pytest.raises(Refused, match='sparse tensors are not read as data'):
         check_tensor(torch.ones(2, 2).to_sparse())
+    # storages grown after loading: all of them together may not hold more than the file (shared ones once)
+    shared = torch.ones(100)
+    assert finalize({'a': shared, 'b': shared[:2], 'c': [shared[50:]]}, file_size=400)['b'].shape == (2,)
+    with pytest.raises(Refused, match='storages hold 404 bytes, in a 400-byte file'):
+        finalize({'a': shared, 'b': torch.ones(1)}, file_size=400)
 
 
 def test_an_endless_or_silent_download_stops_and_caches_nothing(tmp_path, file_server):
