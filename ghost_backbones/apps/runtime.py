@@ -4,6 +4,7 @@ One way to build everything: an mmengine ``Config`` and mmengine's ``Runner``, e
 mmdet's and mmseg's own tools do. The task (detection or segmentation) is read from the
 config's ``default_scope``.
 """
+import contextlib
 import os
 import os.path as osp
 from typing import Dict, Optional
@@ -13,6 +14,24 @@ from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
 SUPPORTED_SCOPES = ('mmdet', 'mmseg')
+
+
+class ToolError(ValueError):
+    """A config or option the train / test tools cannot run with."""
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """A tool's own errors about its config, options, data and checkpoints end the process with
+    their one-line message (as tools/data/check_dataset.py does), not a traceback; any other
+    error keeps its traceback."""
+    from ghost_backbones.checkpoint import CheckpointError
+
+    from .datasets.checks import DatasetError
+    try:
+        yield
+    except (ToolError, DatasetError, CheckpointError) as error:
+        raise SystemExit(f'{type(error).__name__}: {error}') from None
 
 
 def load_config(config: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None,
@@ -37,7 +56,9 @@ def load_config(config: str, cfg_options: Optional[dict] = None, work_dir: Optio
 def task_scope(cfg: Config) -> str:
     scope = cfg.get('default_scope')
     if scope not in SUPPORTED_SCOPES:
-        raise ValueError(f'default_scope of the config must be one of {SUPPORTED_SCOPES}, got {scope!r}')
+        hint = (": train and test classification configs with mmpretrain's own tools (mim train mmpretrain CONFIG)"
+                if scope == 'mmpretrain' else '')
+        raise ToolError(f'default_scope of the config must be one of {SUPPORTED_SCOPES}, got {scope!r}{hint}')
     return scope
 
 
@@ -69,13 +90,13 @@ def enable_amp(cfg: Config) -> None:
     """mmdet's --amp: AmpOptimWrapper with dynamic loss scaling (mmengine's needs CUDA, NPU or MLU)."""
     from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available
     if not (is_cuda_available() or is_npu_available() or is_mlu_available()):
-        raise ValueError('--amp needs a CUDA (or NPU / MLU) device: mmengine has no CPU mixed-precision '
+        raise ToolError('--amp needs a CUDA (or NPU / MLU) device: mmengine has no CPU mixed-precision '
                          'optimizer wrapper; train without --amp on this machine')
     optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if optim_wrapper == 'AmpOptimWrapper':
         return
     if optim_wrapper != 'OptimWrapper':
-        raise ValueError(f'--amp needs optim_wrapper type OptimWrapper, got {optim_wrapper}')
+        raise ToolError(f'--amp needs optim_wrapper type OptimWrapper, got {optim_wrapper}')
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
@@ -139,7 +160,7 @@ def enable_visualization(cfg: Config, show_dir: str) -> None:
     """Save painted predictions of the test set under ``show_dir`` (mmdet's / mmseg's way)."""
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
-        raise ValueError('the config has no default_hooks.visualization to draw with')
+        raise ToolError('the config has no default_hooks.visualization to draw with')
     hook['draw'] = True
     if task_scope(cfg) == 'mmdet':
         hook['test_out_dir'] = show_dir
@@ -158,7 +179,7 @@ def test(cfg: Config, checkpoint: str, out: Optional[str] = None, show_dir: Opti
     runner = build_runner(cfg)
     if out is not None:
         if not out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must be a .pkl file, got {out}')
+            raise ToolError(f'--out must be a .pkl file, got {out}')
         if task_scope(cfg) == 'mmdet':
             from mmdet.evaluation import DumpDetResults
             runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))

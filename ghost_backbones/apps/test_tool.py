@@ -35,8 +35,9 @@ def as_number(value):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = runtime.load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-    metrics = runtime.test(cfg, args.checkpoint, out=args.out, show_dir=args.show_dir)
+    with runtime.one_line_errors():
+        cfg = runtime.load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+        metrics = runtime.test(cfg, args.checkpoint, out=args.out, show_dir=args.show_dir)
     if is_main_process():
         print('\n' + runtime.format_metrics(metrics, runtime.task_scope(cfg)))
         with open(osp.join(cfg.work_dir, 'test_metrics.json'), 'w') as f:

@@ -27,11 +27,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = runtime.load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-    if args.amp:
-        runtime.enable_amp(cfg)
-    runtime.set_resume(cfg, args.resume)
-    runtime.train(cfg, check=not args.no_data_check, sample=args.data_check_sample)
+    with runtime.one_line_errors():
+        cfg = runtime.load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+        if args.amp:
+            runtime.enable_amp(cfg)
+        runtime.set_resume(cfg, args.resume)
+        runtime.train(cfg, check=not args.no_data_check, sample=args.data_check_sample)
 
 
 if __name__ == '__main__':

@@ -136,4 +136,29 @@ def test_train_tool_stops_before_writing_anything(synthetic, tmp_path):
                              *data_options('mmdet', root)], capture_output=True, text=True)
     assert result.returncode != 0
     assert 'DatasetError' in result.stderr and 'unknown category_id 42' in result.stderr
+    assert 'Traceback' not in result.stderr and result.returncode == 1, result.stderr[-2000:]  # one line
     assert sorted(os.listdir(work_dir)) == ['epoch_1.pth'] and (work_dir / 'epoch_1.pth').read_bytes() == b'precious'
+
+
+def test_tools_say_what_they_cannot_run_in_one_line(tmp_path):
+    """A classification config (mmpretrain's tools run those) and --amp on a machine without CUDA:
+    exit code 1 and the reason, no traceback."""
+    import subprocess
+    import sys
+    cls_config = osp.join(CONFIGS, 'synthetic', 'ghostnet-v1-1.0x_synthetic-cls-64.py')
+    cases = {
+        'train_cls': ([tool('train.py'), cls_config], "ToolError: default_scope of the config must be one of "
+                      "('mmdet', 'mmseg'), got 'mmpretrain': train and test classification configs with mmpretrain"),
+        'test_cls': ([tool('test.py'), cls_config, str(tmp_path / 'none.pth')], "got 'mmpretrain'"),
+        'test_checkpoint': ([tool('test.py'), DET_CONFIG, str(tmp_path / 'bad.pth'), '--work-dir', str(tmp_path / 'w')],
+                            'CheckpointError: '),
+    }
+    (tmp_path / 'bad.pth').write_bytes(b'not a checkpoint')
+    import torch
+    if not torch.cuda.is_available():
+        cases['amp_on_cpu'] = ([tool('train.py'), DET_CONFIG, '--amp', '--work-dir', str(tmp_path / 'w')],
+                               'ToolError: --amp needs a CUDA')
+    for name, (command, message) in cases.items():
+        result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1, (name, result.returncode, result.stderr[-2000:])
+        assert message in result.stderr and 'Traceback' not in result.stderr, (name, result.stderr[-2000:])
