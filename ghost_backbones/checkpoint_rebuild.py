@@ -83,9 +83,11 @@ def real_dtype(value) -> np.dtype:
 
 
 class PendingArray:
-    """``_reconstruct(ndarray, ...)`` then its BUILD state: an array copied from the pickled bytes."""
+    """``_reconstruct(ndarray, ...)`` then its BUILD state: checked here, copied from the pickled
+    bytes by :meth:`materialize` after loading, once the walk has counted it (a state shared through
+    the memo by many arrays would otherwise cost one copy each during the load)."""
 
-    array = None
+    state = None
 
     def __setstate__(self, state) -> None:
         if not (isinstance(state, tuple) and len(state) in (4, 5)):
@@ -97,8 +99,17 @@ class PendingArray:
         if not isinstance(raw, (bytes, bytearray)) or len(raw) != math.prod(shape) * dtype.itemsize:  # (exact: no overflow)
             raise Refused(f'numpy array of shape {shape} and dtype {dtype}: its data is not {dtype.itemsize}-byte '
                           'numbers of that count')
+        self.state = (shape, dtype, bool(fortran), raw)
+
+    def nbytes(self) -> int:
+        return len(self.state[3]) if self.state else 0
+
+    def materialize(self) -> np.ndarray:
+        if self.state is None:
+            raise Refused('a numpy array without data')
+        shape, dtype, fortran, raw = self.state
         check_bool_bytes(raw, dtype, 'numpy bool array')
-        self.array = np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order='F' if fortran else 'C').copy()
+        return np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order='F' if fortran else 'C').copy()
 
 
 def check_bool_bytes(raw: bytes, dtype: np.dtype, what: str) -> None:
@@ -153,19 +164,36 @@ class HistoryBufferState:
             raise Refused('HistoryBuffer statistics that are not its own methods')
         self.state = {k: v for k, v in state.items() if k != 'statistics_methods'}
 
+    def value_count(self) -> int:
+        """How many numbers :meth:`build` makes arrays of (a list shared through the memo counts at each use)."""
+        count = 0
+        for key in ('_log_history', '_count_history'):
+            values = (self.state or {}).get(key, ())
+            if type(values) is PendingArray:
+                count += math.prod(values.state[0]) if values.state else 0
+            elif isinstance(values, (list, tuple)):
+                count += len(values)
+        return count
+
     def build(self):
         from mmengine.logging import HistoryBuffer
         if self.state is None:
             raise Refused('a HistoryBuffer without state')
-        logs, counts = (numbers(self.state.get(key, ())) for key in ('_log_history', '_count_history'))
-        max_length = self.state.get('max_length', 1000000)
-        if type(max_length) is not int or max_length <= 0 or len(logs) != len(counts):
-            raise Refused(f'HistoryBuffer with max_length {short(max_length)}, {len(logs)} values, {len(counts)} counts')
-        return HistoryBuffer(logs, counts, max_length)
+        return checked_history_buffer(self.state.get('_log_history', ()), self.state.get('_count_history', ()),
+                                      self.state.get('max_length', 1000000))
+
+
+def checked_history_buffer(logs, counts, max_length):
+    """mmengine's HistoryBuffer from numbers only: as many counts as values, a positive max_length."""
+    from mmengine.logging import HistoryBuffer
+    logs, counts = numbers(logs), numbers(counts)
+    if type(max_length) is not int or max_length <= 0 or len(logs) != len(counts):
+        raise Refused(f'HistoryBuffer with max_length {short(max_length)}, {len(logs)} values, {len(counts)} counts')
+    return HistoryBuffer(logs, counts, max_length)
 
 
 def numbers(values) -> list:
-    values = values.array if type(values) is PendingArray else values
+    values = values.materialize() if type(values) is PendingArray else values
     values = values.tolist() if isinstance(values, np.ndarray) else values
     if not (isinstance(values, (list, tuple)) and all(type(v) in (int, float, bool) for v in values)):
         raise Refused('HistoryBuffer values that are not numbers')
@@ -209,6 +237,7 @@ OPAQUE_DTYPES = tuple(getattr(torch, name) for name in (
     if hasattr(torch, name))
 KEY_TYPES = (str, bytes, int, bool, type(None))  # what the scan lets be a dictionary key
 MAX_TREE_ITEMS = 10 ** 6  # a Runner checkpoint of a large model holds some 10**4; deepcopy takes ~1 s per 10**6
+TREE_BYTES_PER_FILE_BYTE, TREE_BYTES_SLACK = 8, 16 << 20  # bytes counted once per reference: tied weights twice
 
 
 def check_tensor(tensor: torch.Tensor) -> None:
@@ -247,25 +276,33 @@ def check_tensor(tensor: torch.Tensor) -> None:
 
 class Finalizer:
     """One walk over a loaded object: placeholders replaced by real arrays, dtypes and
-    HistoryBuffers, every tensor checked, and the storages of all tensors together no larger than
-    the file (a storage resized after loading holds uninitialised memory)."""
+    HistoryBuffers, every tensor checked; the storages of all tensors together, and the numpy
+    arrays together, no larger than the file (a storage resized after loading holds uninitialised
+    memory; arrays can share one pickled byte string), the HistoryBuffers' values at most
+    ``MAX_TREE_ITEMS`` (they can share one pickled list)."""
 
     def __init__(self, file_size: int):
         self.file_size, self.memo, self.storages = file_size, {}, {}
+        self.array_bytes = self.history_values = 0
 
     def visit(self, obj):
         if id(obj) in self.memo:
             return self.memo[id(obj)]
         kind = type(obj)
         if kind is PendingArray:
-            if type(obj.array) is not np.ndarray:
-                raise Refused('a numpy array without data')
-            result = obj.array
+            self.array_bytes += obj.nbytes()
+            if self.array_bytes > self.file_size:
+                raise Refused(f'numpy arrays of {self.array_bytes} bytes, in a {self.file_size}-byte file (arrays '
+                              'sharing their pickled bytes)')
+            result = obj.materialize()
         elif kind is PendingDtype:
             if not isinstance(obj.dtype, np.dtype):
                 raise Refused('a numpy dtype without its code')
             result = obj.dtype
         elif kind is HistoryBufferState:
+            self.history_values += obj.value_count()
+            if self.history_values > MAX_TREE_ITEMS:
+                raise Refused(f'HistoryBuffers of more than {MAX_TREE_ITEMS} values (buffers sharing a pickled list)')
             result = obj.build()
         elif kind is StatisticsName or obj is NdarrayName or isinstance(obj, type):
             raise Refused(f'{short(obj)} outside the place mmengine writes it')
@@ -282,6 +319,8 @@ class Finalizer:
         else:
             if isinstance(obj, torch.Tensor):
                 self.visit_tensor(obj)
+            elif callable(obj):
+                raise Refused(f'the function {short(obj)} as a value (a checkpoint holds data)')
             return obj  # tensors, numbers, strings, bytes, torch's own types
         self.memo[id(obj)] = result
         return result
@@ -298,7 +337,7 @@ class Finalizer:
                 raise Refused(f'a dictionary key {short(key)} (keys are strings and small ints)')
             obj[key] = self.visit(value)
         if '_metadata' in attributes:
-            attributes['_metadata'] = self.visit(attributes['_metadata'])
+            attributes['_metadata'] = self.visit(checked_metadata(attributes['_metadata']))
 
     def visit_tensor(self, tensor: torch.Tensor) -> None:
         check_tensor(tensor)
@@ -310,33 +349,75 @@ class Finalizer:
                           'grown after loading)')
 
 
-def tree_size(obj, sizes: dict, open_containers: set) -> int:
-    """The number of items ``obj`` holds counted as a tree, each shared item once per reference:
-    what a deepcopy or a recursive walk of it visits. Containers holding themselves are refused."""
-    if id(obj) in sizes:
-        return sizes[id(obj)]
+METADATA_KEYS = {'version'}  # what Module.state_dict writes for each prefix
+LOAD_DIRECTIVES = {'assign_to_params_buffers'}  # left by load_state_dict(assign=True) in the writer's process
+
+
+def checked_metadata(metadata):
+    """A state_dict's ``_metadata``: prefix -> {'version': int}. ``assign_to_params_buffers``, which
+    torch leaves there after ``load_state_dict(assign=True)``, is dropped: read back, it would make
+    a plain ``load_state_dict`` assign the file's tensors (aliased, of the file's dtype and device)
+    instead of copying them."""
+    if not isinstance(metadata, dict):
+        raise Refused(f'a state_dict _metadata of type {type(metadata).__name__}')
+    for prefix, entry in dict.items(metadata):
+        if type(prefix) is not str or type(entry) is not dict or set(entry) - METADATA_KEYS - LOAD_DIRECTIVES:
+            raise Refused(f'the state_dict _metadata entry {short(prefix)}: {short(entry)} (only a version)')
+        if type(entry.get('version', 0)) not in (int, type(None)):
+            raise Refused(f'the state_dict _metadata version {short(entry["version"])}')
+        for key in LOAD_DIRECTIVES & set(entry):
+            del entry[key]
+    return metadata
+
+
+def tree_cost(obj, costs: dict, open_containers: set) -> tuple:
+    """``(items, bytes)`` that ``obj`` holds counted as a tree, each shared item once per reference
+    (what a deepcopy, a recursive walk, a JSON dump or an optimizer's dtype cast of it handles);
+    bytes of strings, bytes, tensors, arrays and logged values. Containers holding themselves are
+    refused."""
+    if id(obj) in costs:
+        return costs[id(obj)]
     if isinstance(obj, dict):
         children = [*dict.keys(obj), *dict.values(obj), *getattr(obj, '__dict__', {}).values()]
     elif isinstance(obj, (list, tuple, set)):
         children = obj
     else:
-        return 1
+        return 1, leaf_bytes(obj)
     if id(obj) in open_containers:
         raise Refused(f'a {type(obj).__name__} that holds itself (a checkpoint is a tree)')
     open_containers.add(id(obj))
-    size = 1 + sum(tree_size(child, sizes, open_containers) for child in children)
+    items, nbytes = 1, 0
+    for child in children:
+        child_items, child_bytes = tree_cost(child, costs, open_containers)
+        items, nbytes = items + child_items, nbytes + child_bytes
     open_containers.discard(id(obj))
-    sizes[id(obj)] = size
-    return size
+    costs[id(obj)] = items, nbytes
+    return items, nbytes
+
+
+def leaf_bytes(obj) -> int:
+    if isinstance(obj, (str, bytes)):
+        return len(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    arrays = (getattr(obj, '_log_history', None), getattr(obj, '_count_history', None))  # a HistoryBuffer
+    return sum(array.nbytes for array in arrays if isinstance(array, np.ndarray))
 
 
 def finalize(obj, file_size: int):
     """Replace the placeholders of a loaded object by real arrays, dtypes and HistoryBuffers, check
-    every tensor, and bound the object's size as a tree (shared tuples that double at each level
-    make a 1 kB file that a deepcopy walks for hours)."""
+    every tensor, and bound the object's cost as a tree (shared tuples that double at each level
+    make a 1 kB file that a deepcopy walks for hours; one string referenced 5,000 times, a 500 MB
+    JSON dump)."""
     result = Finalizer(file_size).visit(obj)
-    size = tree_size(result, {}, set())
-    if size > MAX_TREE_ITEMS:
-        raise Refused(f'an object of {size} items counted as a tree (shared items once per reference; at most '
+    items, nbytes = tree_cost(result, {}, set())
+    if items > MAX_TREE_ITEMS:
+        raise Refused(f'an object of {items} items counted as a tree (shared items once per reference; at most '
                       f'{MAX_TREE_ITEMS})')
+    limit = TREE_BYTES_PER_FILE_BYTE * file_size + TREE_BYTES_SLACK
+    if nbytes > limit:
+        raise Refused(f'an object of {nbytes} bytes counted as a tree, from a {file_size}-byte file (shared items '
+                      f'once per reference; at most {TREE_BYTES_PER_FILE_BYTE}x the file + {TREE_BYTES_SLACK >> 20} MiB)')
     return result

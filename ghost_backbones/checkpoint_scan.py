@@ -10,7 +10,8 @@ only from torch 2.14 on. mmengine, mmdet, mmseg, timm and a module's state_dict 
 these, so they are refused:
 
 * the archive: a torch zip (torch >= 1.6) whose entries are stored, not compressed, each no larger
-  than the file; the legacy non-zip format is refused (its loader acts on persistent ids that
+  than the file, with its central directory where the end record declares it and the same entries
+  for torch's reader as for this check; the legacy non-zip format is refused (its loader acts on persistent ids that
   are not storages: torch appends a "patch" file for a ``('module', ...)`` id);
 * the pickle torch will unpickle (read through torch's own zip reader, which finds records
   case-insensitively: names that collide so are refused), read once with
@@ -94,6 +95,11 @@ def scan_archive(data: bytes, allowed_globals) -> None:
         raise ValueError('not a torch zip archive')
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         entries = archive.infolist()
+        declared = zipfile._EndRecData(io.BytesIO(data))[zipfile._ECD_OFFSET]
+        if archive.start_dir != declared:
+            # zipfile then reads a directory where the end record does not put one; torch's reader (miniz) reads
+            # the declared one: two views of the entries (a deflated entry seen as stored by this check)
+            raise Refused(f'a zip central directory at {archive.start_dir} where the end record declares {declared}')
     names = [entry.filename.lower() for entry in entries]
     if len(set(names)) != len(names):
         raise Refused('zip entries whose names differ only in case (torch reads records case-insensitively)')
@@ -106,7 +112,15 @@ def scan_archive(data: bytes, allowed_globals) -> None:
                           f'{len(data)}-byte file')
     import torch
     reader = torch._C.PyTorchFileReader(io.BytesIO(data))  # the record torch itself will unpickle
+    seen_by_torch = {name.lower() for name in reader.get_all_records()}
+    seen_here = {name.split('/', 1)[-1] for name in names}
+    if seen_by_torch != seen_here:
+        raise Refused(f'zip entries that torch\'s reader sees otherwise ({short_set(seen_by_torch ^ seen_here)})')
     scan_pickle(reader.get_record('data.pkl'), allowed_globals)
+
+
+def short_set(names) -> str:
+    return ', '.join(sorted(names)[:4]) + (', ...' if len(names) > 4 else '')
 
 
 def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:

@@ -152,11 +152,17 @@ def history_buffer_as_plain(buffer) -> dict:
                 count_history=buffer._count_history.tolist(), max_length=buffer.max_length)
 
 
-def history_buffer_from_plain(value):
-    """Fix 1: a HistoryBuffer back from :func:`history_buffer_as_plain`'s form (other values as they are)."""
-    from mmengine.logging import HistoryBuffer
+def history_buffer_from_plain(value, key: str = '?'):
+    """Fix 1: a HistoryBuffer back from :func:`history_buffer_as_plain`'s form (other values as they are),
+    from numbers only, as the checkpoint loader rebuilds one (a file wrote the form)."""
+    from .checkpoint_errors import CheckpointError, Refused
+    from .checkpoint_rebuild import checked_history_buffer
     if isinstance(value, dict) and value.get('type') == HISTORY_BUFFER_TYPE:
-        return HistoryBuffer(value['log_history'], value['count_history'], value['max_length'])
+        try:
+            return checked_history_buffer(value.get('log_history'), value.get('count_history'),
+                                          value.get('max_length'))
+        except Refused as refused:
+            raise CheckpointError(f'the logged value {key!r} of the MessageHub state: {refused}') from None
     return value
 
 
@@ -188,7 +194,7 @@ def make_message_hub_state_plain() -> None:
     def load_state_dict(self, state_dict) -> None:
         if isinstance(state_dict, dict) and isinstance(state_dict.get('log_scalars'), dict):
             state_dict = dict(state_dict, log_scalars=type(state_dict['log_scalars'])(
-                (key, history_buffer_from_plain(value)) for key, value in state_dict['log_scalars'].items()))
+                (key, history_buffer_from_plain(value, key)) for key, value in state_dict['log_scalars'].items()))
         original_load(self, state_dict)
 
     setattr(state_dict, FIXED_MARK, True)

@@ -32,6 +32,9 @@ CHECKPOINT_EXTENSIONS = ('.pth', '.pt', '.bin', '.safetensors', '.ckpt', '.pkl',
 # huggingface_hub's repo id rule (owner/name, letters, digits, '-', '_', '.'), and timm's '@revision'
 HUB_NAME = re.compile(r'(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(@(?P<revision>[\w./-]+))?')
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+# what is read: some 60,000 tensors (a GhostNet has ~500, a shard of a large model a few thousand); a 12 MB
+# header of 200,000 empty tensors took 285 MB and 3 s to read
+READ_MAX_HEADER = 4 * 1024 * 1024
 
 
 class HubWeightsError(CheckpointError):
@@ -149,6 +152,11 @@ def read_safetensors(path: str, map_location=None) -> Dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     device = str(map_location) if isinstance(map_location, (str, torch.device)) else 'cpu'
+    with open(osp.expanduser(path), 'rb') as f:
+        header_length = struct.unpack('<Q', f.read(8))[0]
+    if header_length > READ_MAX_HEADER:
+        raise CheckpointError(f'{path} has a safetensors header of {header_length} bytes (read up to '
+                              f'{READ_MAX_HEADER}: some 60,000 tensors)')
     try:
         return load_file(osp.expanduser(path), device=device)
     except (SafetensorError, OSError, ValueError) as error:

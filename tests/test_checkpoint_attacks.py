@@ -20,7 +20,9 @@ from hostile_checkpoints import (Reduce, bools_of_bytes, bytearray_bomb, build_o
                                  list_holding_itself, ndarray_escaping_its_placeholder, parameter_by_newobj,
                                  quantized_without_quantizer, reduce_on_a_string, runs, sparse_of_stride_zero,
                                  sparse_out_of_range, state_dict_with_attribute, tensor_set_by_build, text,
-                                 with_metadata, with_pickle, with_state)
+                                 with_metadata, with_pickle, with_state, arrays_sharing_bytes, function_as_value,
+                                 history_buffers_sharing_a_list, safetensors_of_empty_tensors,
+                                 two_central_directories)
 
 # Loads each path given through mmengine's CheckpointLoader (the plugin's loaders), then checks that
 # the process-wide state an attack would change is intact and reports its own CPU time and memory.
@@ -107,7 +109,7 @@ def hostile_files(tmp_path, marker):
     saved('state_dict_attribute', {'state_dict': state_dict_with_attribute('hidden', wide)},
           "a dictionary carrying the attributes ['_metadata', 'hidden']")
     saved('state_dict_metadata', {'state_dict': state_dict_with_attribute('_metadata', {'x': wide})},
-          'viewing 4000000000 bytes of a 4-byte storage')
+          "the state_dict _metadata entry 'x'")
     saved('quantized_plain', {'state_dict': {'w': quantized_without_quantizer()}}, 'quantized dtype torch.quint8')
     # a rebuilt tensor re-pointed by BUILD (Tensor.set_) at a size its storage lacks, or at a stride-0 view
     saved('build_set_bigger', {'w': tensor_set_by_build((10 ** 9,), (1,))}, 'state set on a rebuilt tensor (BUILD')
@@ -135,6 +137,16 @@ def hostile_files(tmp_path, marker):
           'the dtype torch.uint4')
     saved('huge_int_in_a_log', {'message_hub': {'log_scalars': {'loss': Reduce((HistoryBuffer, ([2 ** 2000], [1])))}}},
           'ints beyond 64 bits')
+    # fourth review: many arrays / HistoryBuffers over one pickled byte string / list (gigabytes during the load),
+    # two zip central directories (zipfile saw the entry stored, torch's reader inflates it), one string
+    # referenced 5,000 times (a 500 MB JSON dump), a function as a value
+    saved('arrays_sharing_bytes', {'meta': arrays_sharing_bytes()}, 'numpy arrays of 524288 bytes')
+    saved('history_buffers_sharing_a_list', {'message_hub': {'log_scalars': history_buffers_sharing_a_list()}},
+          'HistoryBuffers of more than 1000000 values')
+    files['two_central_directories'] = (two_central_directories(tmp_path / 'two_central_directories.pth'),
+                                        'a zip central directory at')
+    saved('repeated_string', {'meta': ['x' * 100_000] * 5000}, 'bytes counted as a tree')
+    raw('function_as_value', function_as_value(), 'the function')
     saved('numpy_shape_overflow', {'a': forged_array(np.dtype('f4'), b'', shape=(2 ** 32, 2 ** 32))},
           'numpy array of shape (4294967296, 4294967296)')
     # classes and functions rewritten for the whole process (BUILD on them)
@@ -194,6 +206,67 @@ def test_the_attacks_are_real_without_the_bounds():
     set(int(x) for x in [k * (2 ** 61 - 1) for k in range(1, 8001)])
     assert time.process_time() - start > 0.05  # quadratic already at 8,000 elements
     assert b'bytearray' in bytearray_bomb() and len(bytearray_bomb()) < 200 and len(payload) < 120_000
+
+
+def test_the_zip_attack_is_real_for_torch(tmp_path):
+    """torch's reader inflates the entry that zipfile sees stored (so the check above means something)."""
+    import io
+    import zipfile
+    path = two_central_directories(tmp_path / 'two.pth', inflated_mib=8)
+    assert [info.compress_type for info in zipfile.ZipFile(path).infolist()
+            if info.filename.endswith('data/0')] == [zipfile.ZIP_STORED]
+    reader = torch._C.PyTorchFileReader(io.BytesIO(path.read_bytes()))
+    assert len(reader.get_record('data/0')) == 8 << 20 > 10 * path.stat().st_size
+
+
+def test_a_load_directive_in_metadata_is_dropped_and_the_state_dict_copies(tmp_path):
+    """torch leaves ``assign_to_params_buffers`` in a state_dict's _metadata after
+    ``load_state_dict(assign=True)``; read back, it would make a plain load_state_dict alias the
+    file's tensors (of the file's dtype). It is dropped: the model keeps its own parameters."""
+    from ghost_backbones.checkpoint import load_checkpoint_file
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    state = model.state_dict()
+    model.load_state_dict(state, assign=True)
+    assert state._metadata['0']['assign_to_params_buffers'] is True  # torch wrote it
+    shared = torch.ones(2, 2, dtype=torch.float64)
+    state['0.weight'] = state['1.weight'] = shared
+    torch.save(state, str(tmp_path / 'assign.pth'))
+    loaded = load_checkpoint_file(str(tmp_path / 'assign.pth'))
+    assert all(set(entry) == {'version'} for entry in loaded._metadata.values())
+    fresh = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    fresh.load_state_dict(loaded)
+    assert fresh[0].weight.dtype == torch.float32 and fresh[0].weight.data_ptr() != fresh[1].weight.data_ptr()
+    assert torch.equal(fresh[0].weight, torch.ones(2, 2))
+
+
+def test_a_plain_history_buffer_is_rebuilt_from_numbers_only():
+    """The plain MessageHub form (what the plugin writes) read back with the loader's checks."""
+    import ghost_backbones  # noqa: F401 (the MessageHub fix)
+    from mmengine.logging import MessageHub
+    from ghost_backbones.checkpoint import CheckpointError
+    from ghost_backbones.compat import HISTORY_BUFFER_TYPE
+    hub = MessageHub.get_instance('plain_history_buffer_test')
+    good = dict(type=HISTORY_BUFFER_TYPE, log_history=[0.5, 0.25], count_history=[1, 1], max_length=10)
+    hub.load_state_dict({'log_scalars': {'loss': good}, 'runtime_info': {}, 'resumed_keys': {}})
+    assert hub.get_scalar('loss').mean() == 0.375
+    for bad, message in ((dict(good, log_history=[2 ** 1000, 1]), 'ints beyond 64 bits'),
+                         (dict(good, max_length=0), 'max_length 0'),
+                         (dict(good, log_history=['a', 'b']), 'not numbers')):
+        with pytest.raises(CheckpointError, match=f"logged value 'loss' of the MessageHub state: .*{message}"):
+            hub.load_state_dict({'log_scalars': {'loss': bad}, 'runtime_info': {}, 'resumed_keys': {}})
+
+
+def test_a_safetensors_header_beyond_the_bound_is_refused_cheaply(tmp_path):
+    import resource
+    import time
+    from ghost_backbones.checkpoint import CheckpointError
+    from ghost_backbones.hub_weights import load_weights_file
+    path = safetensors_of_empty_tensors(tmp_path / 'many.safetensors')
+    start, rss = time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match=r'many.safetensors has a safetensors header of \d+ bytes'):
+        load_weights_file(str(path))
+    assert time.process_time() - start < 0.5
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024 < 32
 
 
 def test_legacy_format_is_refused_and_writes_nothing(tmp_path):
