@@ -11,13 +11,15 @@ numeric dtypes only, a ``HistoryBuffer`` through its constructor from numbers (n
 ``__setstate__``, which updates a class-wide table), and ``getattr`` only for the statistics
 names plain mmengine writes. torch's unpickler does the rest (BUILD only on instances of allowed
 types, storage-only persistent ids); :func:`finalize` then turns our placeholders into real
-arrays, dtypes and HistoryBuffers, walking a state_dict's ``_metadata`` too (dictionaries carry no
-other attribute), and checks every tensor: a plain strided tensor, as a state_dict holds, carrying
-no Python attributes, grad or hooks (they would hide tensors from this walk, or shadow the
-methods it calls), no negation or conjugation bit, of no quantized or opaque dtype, viewing no
-more bytes than its storage holds, all storages together no larger than the file; bools, in
-tensors and numpy data, only of the bytes 0 and 1; the whole object at most ``MAX_TREE_ITEMS``
-items counted as a tree.
+arrays (all together no larger than the file), dtypes and HistoryBuffers (at most
+``MAX_TREE_ITEMS`` values together), walking a state_dict's ``_metadata`` too (dictionaries carry
+no other attribute; it holds versions only), refusing functions as values, and checks every
+tensor: a plain strided tensor, as a state_dict holds, carrying no Python attributes, grad or
+hooks (they would hide tensors from this walk, or shadow the methods it calls), no negation or
+conjugation bit, of no quantized or opaque dtype, viewing no more bytes than its storage holds,
+all storages together no larger than the file; bools, in tensors and numpy data, only of the
+bytes 0 and 1; the whole object, counted as a tree (shared items once per reference), at most
+``MAX_TREE_ITEMS`` items and a few times the file's bytes.
 """
 import math
 import re

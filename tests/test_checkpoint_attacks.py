@@ -12,17 +12,17 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 
-from hostile_checkpoints import (Reduce, bools_of_bytes, bytearray_bomb, build_on, bytes_as_dtype, case_twin_archive,
-                                 colliding_dict, colliding_set, colliding_set_via_rebuild, deep_tuple_in_a_set,
-                                 deflate_bomb, doubling_tuples, expanded_tensor, forged_array, forged_dtype,
-                                 forged_scalar, getattr_history_buffer, getattr_os_system, glob, history_buffers,
-                                 items_shadowed, legacy_module_checkpoint, legacy_tensor_constructor, list_arguments,
-                                 list_holding_itself, ndarray_escaping_its_placeholder, parameter_by_newobj,
-                                 quantized_without_quantizer, reduce_on_a_string, runs, sparse_of_stride_zero,
+from hostile_checkpoints import (Reduce, arrays_sharing_bytes, bools_of_bytes, build_on, bytearray_bomb,
+                                 bytes_as_dtype, case_twin_archive, colliding_dict, colliding_set,
+                                 colliding_set_via_rebuild, deep_tuple_in_a_set, deflate_bomb, doubling_tuples,
+                                 expanded_tensor, forged_array, forged_dtype, forged_scalar, function_as_value,
+                                 getattr_history_buffer, getattr_os_system, glob, history_buffers,
+                                 history_buffers_sharing_a_list, items_shadowed, legacy_module_checkpoint,
+                                 legacy_tensor_constructor, list_arguments, list_holding_itself,
+                                 ndarray_escaping_its_placeholder, parameter_by_newobj, quantized_without_quantizer,
+                                 reduce_on_a_string, runs, safetensors_of_empty_tensors, sparse_of_stride_zero,
                                  sparse_out_of_range, state_dict_with_attribute, tensor_set_by_build, text,
-                                 with_metadata, with_pickle, with_state, arrays_sharing_bytes, function_as_value,
-                                 history_buffers_sharing_a_list, safetensors_of_empty_tensors,
-                                 two_central_directories)
+                                 two_central_directories, with_metadata, with_pickle, with_state)
 
 # Loads each path given through mmengine's CheckpointLoader (the plugin's loaders), then checks that
 # the process-wide state an attack would change is intact and reports its own CPU time and memory.
