@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .checkpoint_errors import Refused
+from .checkpoint_scan import MAX_DEPTH
 
 NUMERIC_KINDS = 'biufc'  # bool, signed / unsigned int, float, complex
 STATISTICS_NAMES = ('min', 'max', 'current', 'mean')  # what mmengine's HistoryBuffer registers
@@ -101,6 +102,7 @@ class PendingArray:
         if not isinstance(raw, (bytes, bytearray)) or len(raw) != math.prod(shape) * dtype.itemsize:  # (exact: no overflow)
             raise Refused(f'numpy array of shape {shape} and dtype {dtype}: its data is not {dtype.itemsize}-byte '
                           'numbers of that count')
+        check_empty_shape(shape, 'numpy array')
         self.state = (shape, dtype, bool(fortran), raw)
 
     def nbytes(self) -> int:
@@ -112,6 +114,15 @@ class PendingArray:
         shape, dtype, fortran, raw = self.state
         check_bool_bytes(raw, dtype, 'numpy bool array')
         return np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order='F' if fortran else 'C').copy()
+
+
+MAX_EMPTY_ROWS = 1 << 16  # an empty array of shape (N, 0) holds no bytes but N rows: tolist() makes N lists
+
+
+def check_empty_shape(shape, what: str) -> None:
+    """An empty array or tensor may not have more than ``MAX_EMPTY_ROWS`` rows before its zero."""
+    if 0 in shape and math.prod(max(n, 1) for n in shape) > MAX_EMPTY_ROWS:
+        raise Refused(f'an empty {what} of shape {short(tuple(shape))} (more than {MAX_EMPTY_ROWS} empty rows)')
 
 
 def check_bool_bytes(raw: bytes, dtype: np.dtype, what: str) -> None:
@@ -266,6 +277,7 @@ def check_tensor(tensor: torch.Tensor) -> None:
         raise Refused(f'a tensor of the dtype {tensor.dtype} (no torch operation reads it; a state_dict holds none)')
     if tensor.device.type == 'meta':
         raise Refused(f'a meta tensor of shape {tuple(tensor.shape)} (no data)')
+    check_empty_shape(tensor.shape, 'tensor')
     needed = tensor.numel() * tensor.element_size()
     held = tensor.untyped_storage().nbytes()
     if needed > held:
@@ -373,10 +385,11 @@ def checked_metadata(metadata):
 
 
 def tree_cost(obj, costs: dict, open_containers: set) -> tuple:
-    """``(items, bytes)`` that ``obj`` holds counted as a tree, each shared item once per reference
+    """``(items, bytes, height)`` of ``obj`` counted as a tree, each shared item once per reference
     (what a deepcopy, a recursive walk, a JSON dump or an optimizer's dtype cast of it handles);
-    bytes of strings, bytes, tensors, arrays and logged values. Containers holding themselves are
-    refused."""
+    bytes of strings, bytes, tensors, arrays and logged values; the height checked here too (the
+    scan's depth bound misses lists appended to while still empty). Containers holding themselves
+    are refused."""
     if id(obj) in costs:
         return costs[id(obj)]
     if isinstance(obj, dict):
@@ -384,17 +397,19 @@ def tree_cost(obj, costs: dict, open_containers: set) -> tuple:
     elif isinstance(obj, (list, tuple, set)):
         children = obj
     else:
-        return 1, leaf_bytes(obj)
+        return 1, leaf_bytes(obj), 1
     if id(obj) in open_containers:
         raise Refused(f'a {type(obj).__name__} that holds itself (a checkpoint is a tree)')
     open_containers.add(id(obj))
-    items, nbytes = 1, 0
+    items, nbytes, height = 1, 0, 1
     for child in children:
-        child_items, child_bytes = tree_cost(child, costs, open_containers)
-        items, nbytes = items + child_items, nbytes + child_bytes
+        child_items, child_bytes, child_height = tree_cost(child, costs, open_containers)
+        items, nbytes, height = items + child_items, nbytes + child_bytes, max(height, child_height + 1)
+    if height > MAX_DEPTH:
+        raise Refused(f'containers nested more than {MAX_DEPTH} deep')
     open_containers.discard(id(obj))
-    costs[id(obj)] = items, nbytes
-    return items, nbytes
+    costs[id(obj)] = items, nbytes, height
+    return items, nbytes, height
 
 
 def leaf_bytes(obj) -> int:
@@ -414,7 +429,7 @@ def finalize(obj, file_size: int):
     make a 1 kB file that a deepcopy walks for hours; one string referenced 5,000 times, a 500 MB
     JSON dump)."""
     result = Finalizer(file_size).visit(obj)
-    items, nbytes = tree_cost(result, {}, set())
+    items, nbytes, _ = tree_cost(result, {}, set())
     if items > MAX_TREE_ITEMS:
         raise Refused(f'an object of {items} items counted as a tree (shared items once per reference; at most '
                       f'{MAX_TREE_ITEMS})')

@@ -29,6 +29,7 @@ these, so they are refused:
 """
 import io
 import pickletools
+import struct
 import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 
@@ -95,7 +96,9 @@ def scan_archive(data: bytes, allowed_globals) -> None:
         raise ValueError('not a torch zip archive')
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         entries = archive.infolist()
-        declared = zipfile._EndRecData(io.BytesIO(data))[zipfile._ECD_OFFSET]
+        end_record = zipfile._EndRecData(io.BytesIO(data))
+        declared = end_record[zipfile._ECD_OFFSET]
+        check_zip64_locator(data, end_record[zipfile._ECD_LOCATION])
         if archive.start_dir != declared:
             # zipfile then reads a directory where the end record does not put one; torch's reader (miniz) reads
             # the declared one: two views of the entries (a deflated entry seen as stored by this check)
@@ -117,6 +120,21 @@ def scan_archive(data: bytes, allowed_globals) -> None:
     if seen_by_torch != seen_here:
         raise Refused(f'zip entries that torch\'s reader sees otherwise ({short_set(seen_by_torch ^ seen_here)})')
     scan_pickle(reader.get_record('data.pkl'), allowed_globals)
+
+
+ZIP64_LOCATOR, ZIP64_LOCATOR_SIZE, ZIP64_END_RECORD_SIZE = b'PK\x06\x07', 20, 56
+
+
+def check_zip64_locator(data: bytes, end_record_position: int) -> None:
+    """The zip64 end record where its locator points: zipfile reads the record just before the
+    locator, torch's reader (miniz) the one at the locator's offset; two records, two directories."""
+    position = end_record_position - ZIP64_LOCATOR_SIZE
+    if position < 0 or data[position:position + 4] != ZIP64_LOCATOR:
+        return
+    _, _, offset, _ = struct.unpack('<4sLQL', data[position:position + ZIP64_LOCATOR_SIZE])
+    if offset != position - ZIP64_END_RECORD_SIZE:
+        raise Refused(f'a zip64 locator pointing at {offset}, not at the end record before it '
+                      f'({position - ZIP64_END_RECORD_SIZE})')
 
 
 def short_set(names) -> str:

@@ -397,3 +397,61 @@ def safetensors_of_empty_tensors(path, count: int = 200_000):
     with open(path, 'wb') as f:
         f.write(struct.pack('<Q', len(header)) + header)
     return path
+
+
+# ---------------------------------------------------------------------------- found by the fifth review
+
+def zip64_second_directory(path, inflated_mib: int = 256):
+    """Every entry stored in directory A (zipfile reads the zip64 end record just before the
+    locator), a deflated ``data/0`` of ``inflated_mib`` MiB in directory B (the locator's offset,
+    which torch's reader follows)."""
+    import zlib
+    buffer = io.BytesIO()
+    torch.save({'w': torch.zeros(4)}, buffer)
+    with zipfile.ZipFile(buffer) as source:
+        entries = [(info.filename, source.read(info.filename)) for info in source.infolist()]
+
+    def local(name, data, method, size, crc):
+        return struct.pack('<IHHHHHIIIHH', 0x04034b50, 20, 0, method, 0, 0, crc, len(data), size, len(name), 0) \
+            + name.encode() + data
+
+    def central(name, method, compressed, size, crc, offset):
+        return struct.pack('<IHHHHHHIIIHHHHHII', 0x02014b50, 20, 20, 0, method, 0, 0, crc, compressed, size,
+                           len(name), 0, 0, 0, 0, 0, offset) + name.encode()
+
+    def zip64_end(count, size, offset):
+        return struct.pack('<IQHHIIQQQQ', 0x06064b50, 44, 45, 45, 0, 0, count, count, size, offset)
+
+    out, first, second = bytearray(), b'', b''
+    for name, data in entries:
+        offset, crc = len(out), zlib.crc32(data)
+        out += local(name, data, 0, len(data), crc)
+        first += central(name, 0, len(data), len(data), crc, offset)
+        if name.endswith('data/0'):
+            zeros = bytes(inflated_mib << 20)
+            deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
+            packed = deflater.compress(zeros) + deflater.flush()
+            offset = len(out)
+            out += local(name, packed, 8, len(zeros), zlib.crc32(zeros))
+            second += central(name, 8, len(packed), len(zeros), zlib.crc32(zeros), offset)
+        else:
+            second += central(name, 0, len(data), len(data), crc, offset)
+    second_offset = len(out)
+    out += second
+    second_end = len(out)
+    out += zip64_end(len(entries), len(second), second_offset)
+    first_offset = len(out)
+    out += first + zip64_end(len(entries), len(first), first_offset)
+    out += struct.pack('<IIQI', 0x07064b50, 0, second_end, 1)  # the locator, pointing at B's record
+    out += struct.pack('<IHHHHIIH', 0x06054b50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    with open(path, 'wb') as f:
+        f.write(bytes(out))
+    return path
+
+
+def lists_nested_while_empty(depth: int = 450) -> bytes:
+    """Lists appended to their parent while still empty, then filled: the scan sees depth 2 each time."""
+    payload = PROTO + EMPTY_LIST + b'r' + struct.pack('<I', 0)
+    for level in range(1, depth):
+        payload += b'j' + struct.pack('<I', level - 1) + EMPTY_LIST + b'r' + struct.pack('<I', level) + APPEND
+    return payload + b'j' + struct.pack('<I', 0) + STOP

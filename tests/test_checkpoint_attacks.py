@@ -22,7 +22,8 @@ from hostile_checkpoints import (Reduce, arrays_sharing_bytes, bools_of_bytes, b
                                  ndarray_escaping_its_placeholder, parameter_by_newobj, quantized_without_quantizer,
                                  reduce_on_a_string, runs, safetensors_of_empty_tensors, sparse_of_stride_zero,
                                  sparse_out_of_range, state_dict_with_attribute, tensor_set_by_build, text,
-                                 two_central_directories, with_metadata, with_pickle, with_state)
+                                 two_central_directories, with_metadata, with_pickle, with_state, zip64_second_directory,
+                                 lists_nested_while_empty)
 
 # Loads each path given through mmengine's CheckpointLoader (the plugin's loaders), then checks that
 # the process-wide state an attack would change is intact and reports its own CPU time and memory.
@@ -147,6 +148,14 @@ def hostile_files(tmp_path, marker):
                                         'a zip central directory at')
     saved('repeated_string', {'meta': ['x' * 100_000] * 5000}, 'bytes counted as a tree')
     raw('function_as_value', function_as_value(), 'the function')
+    # fifth review: a second directory through the zip64 locator, empty arrays / tensors of millions of rows
+    # (tolist makes a list per row), lists nested 450 deep past the scan's bound
+    files['zip64_second_directory'] = (zip64_second_directory(tmp_path / 'zip64_second_directory.pth'),
+                                       'a zip64 locator pointing at')
+    saved('empty_rows_array', {'meta': {'x': forged_array(np.dtype('f8'), b'', shape=(5_000_000, 0))}},
+          'an empty numpy array of shape (5000000, 0)')
+    saved('empty_rows_tensor', {'state_dict': {'w': torch.zeros(5_000_000, 0)}}, 'an empty tensor of shape (5000000, 0)')
+    raw('lists_nested_while_empty', lists_nested_while_empty(), 'nested more than 100 deep')
     saved('numpy_shape_overflow', {'a': forged_array(np.dtype('f4'), b'', shape=(2 ** 32, 2 ** 32))},
           'numpy array of shape (4294967296, 4294967296)')
     # classes and functions rewritten for the whole process (BUILD on them)
@@ -212,11 +221,12 @@ def test_the_zip_attack_is_real_for_torch(tmp_path):
     """torch's reader inflates the entry that zipfile sees stored (so the check above means something)."""
     import io
     import zipfile
-    path = two_central_directories(tmp_path / 'two.pth', inflated_mib=8)
-    assert [info.compress_type for info in zipfile.ZipFile(path).infolist()
-            if info.filename.endswith('data/0')] == [zipfile.ZIP_STORED]
-    reader = torch._C.PyTorchFileReader(io.BytesIO(path.read_bytes()))
-    assert len(reader.get_record('data/0')) == 8 << 20 > 10 * path.stat().st_size
+    for make in (two_central_directories, zip64_second_directory):
+        path = make(tmp_path / f'{make.__name__}.pth', inflated_mib=8)
+        assert [info.compress_type for info in zipfile.ZipFile(path).infolist()
+                if info.filename.endswith('data/0')] == [zipfile.ZIP_STORED]
+        reader = torch._C.PyTorchFileReader(io.BytesIO(path.read_bytes()))
+        assert len(reader.get_record('data/0')) == 8 << 20 > 10 * path.stat().st_size, make.__name__
 
 
 def test_a_load_directive_in_metadata_is_dropped_and_the_state_dict_copies(tmp_path):
