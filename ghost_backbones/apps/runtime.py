@@ -39,7 +39,7 @@ def load_config(config: str, cfg_options: Optional[dict] = None, work_dir: Optio
     """Read a config, apply ``--cfg-options`` and the work_dir rule of mmdet's tools
     (CLI > config > ./work_dirs/<config name>), and adapt it to the machine."""
     if not osp.isfile(config):
-        raise FileNotFoundError(f'config file {config} does not exist')
+        raise ToolError(f'config file {config} does not exist')
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options:
@@ -171,8 +171,12 @@ def enable_visualization(cfg: Config, show_dir: str) -> None:
 
 def test(cfg: Config, checkpoint: str, out: Optional[str] = None, show_dir: Optional[str] = None) -> Dict:
     """Evaluate ``checkpoint`` on the test set; returns the metrics (also logged)."""
+    from ..checkpoint import load_checkpoint_file
+    from .datasets.checks import check_dataset_paths
     if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
+        raise ToolError(f'checkpoint {checkpoint} does not exist')
+    load_checkpoint_file(checkpoint, map_location='cpu')  # a CheckpointError before the Runner builds anything
+    check_dataset_paths(cfg, 'test_dataloader')
     cfg.load_from = checkpoint
     if show_dir:
         enable_visualization(cfg, show_dir)

@@ -141,24 +141,36 @@ def test_train_tool_stops_before_writing_anything(synthetic, tmp_path):
 
 
 def test_tools_say_what_they_cannot_run_in_one_line(tmp_path):
-    """A classification config (mmpretrain's tools run those) and --amp on a machine without CUDA:
-    exit code 1 and the reason, no traceback."""
+    """A classification config (mmpretrain's tools run those), a bad or missing checkpoint, a test
+    set that is not there, --amp on a machine without CUDA: exit code 1 and the reason, no
+    traceback. Run from an empty folder, as in a fresh clone before the synthetic set exists."""
     import subprocess
     import sys
+
+    import torch
     cls_config = osp.join(CONFIGS, 'synthetic', 'ghostnet-v1-1.0x_synthetic-cls-64.py')
+    work_dir = ['--work-dir', str(tmp_path / 'w')]
+    (tmp_path / 'bad.pth').write_bytes(b'not a checkpoint')
+    torch.save({'state_dict': {}}, str(tmp_path / 'good.pth'))
     cases = {
         'train_cls': ([tool('train.py'), cls_config], "ToolError: default_scope of the config must be one of "
                       "('mmdet', 'mmseg'), got 'mmpretrain': train and test classification configs with mmpretrain"),
         'test_cls': ([tool('test.py'), cls_config, str(tmp_path / 'none.pth')], "got 'mmpretrain'"),
-        'test_checkpoint': ([tool('test.py'), DET_CONFIG, str(tmp_path / 'bad.pth'), '--work-dir', str(tmp_path / 'w')],
-                            'CheckpointError: '),
+        'test_bad_checkpoint': ([tool('test.py'), DET_CONFIG, str(tmp_path / 'bad.pth'), *work_dir],
+                                f'CheckpointError: {tmp_path / "bad.pth"}'),
+        'test_no_checkpoint': ([tool('test.py'), DET_CONFIG, str(tmp_path / 'none.pth'), *work_dir],
+                               f'ToolError: checkpoint {tmp_path / "none.pth"} does not exist'),
+        'no_config': ([tool('train.py'), str(tmp_path / 'none.py')],
+                      f'ToolError: config file {tmp_path / "none.py"} does not exist'),
+        'test_no_data': ([tool('test.py'), DET_CONFIG, str(tmp_path / 'good.pth'), *work_dir],
+                         'DatasetError: test_dataloader: annotation file '
+                         'data/synthetic/coco/annotations/instances_val.json does not exist'),
     }
-    (tmp_path / 'bad.pth').write_bytes(b'not a checkpoint')
-    import torch
     if not torch.cuda.is_available():
-        cases['amp_on_cpu'] = ([tool('train.py'), DET_CONFIG, '--amp', '--work-dir', str(tmp_path / 'w')],
-                               'ToolError: --amp needs a CUDA')
+        cases['amp_on_cpu'] = ([tool('train.py'), DET_CONFIG, '--amp', *work_dir], 'ToolError: --amp needs a CUDA')
+    (tmp_path / 'cwd').mkdir()
     for name, (command, message) in cases.items():
-        result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300)
+        result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300,
+                                cwd=str(tmp_path / 'cwd'))
         assert result.returncode == 1, (name, result.returncode, result.stderr[-2000:])
         assert message in result.stderr and 'Traceback' not in result.stderr, (name, result.stderr[-2000:])

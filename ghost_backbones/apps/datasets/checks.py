@@ -441,6 +441,23 @@ def check_config_datasets(cfg, sample: Optional[int] = None) -> List[Dict]:
     return reports
 
 
+def check_dataset_paths(cfg, split: str = 'test_dataloader') -> None:
+    """That the annotation file and image folder of each dataset of ``split`` exist: before a
+    test the Runner builds the dataset first and would stop with a pycocotools / mmseg traceback.
+    Only their existence: a test set may lack annotations (COCO test-dev with ``format_only``)."""
+    if not cfg.get(split):
+        return
+    for ds in leaf_datasets(cfg[split]['dataset']):
+        root = ds.get('data_root')
+        prefix = ds.get('data_prefix') or {}
+        image_dir = prefix.get('img', prefix.get('img_path'))
+        paths = [('annotation file', ds.get('ann_file')), ('image folder', image_dir)]
+        for what, path in paths:
+            if path and not osp.exists(join_root(root, path)):
+                raise DatasetError(f'{split}: {what} {join_root(root, path)} does not exist '
+                                   f'(data_root={root!r}, {ds.get("type")} dataset)')
+
+
 def is_coco_dataset(cls) -> bool:
     from mmdet.datasets import CocoDataset
     return isinstance(cls, type) and issubclass(cls, CocoDataset)
