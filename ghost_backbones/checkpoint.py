@@ -5,7 +5,8 @@ BUILD rule (only instances of allowed types) and its storage-only persistent ids
 whatever torch hardens later applies too. The package extends it only by names, for the
 duration of each load (:func:`torch.serialization.safe_globals`): the numpy, ``HistoryBuffer``
 and ``getattr`` names an mmengine Runner checkpoint holds map to rebuilders of ours
-(:mod:`ghost_backbones.checkpoint_rebuild`). Before unpickling, the zip directory and the pickle
+(:mod:`ghost_backbones.checkpoint_rebuild`), whose placeholders a walk then makes real, checking
+every tensor (:mod:`ghost_backbones.checkpoint_walk`). Before unpickling, the zip directory and the pickle
 are checked for what torch's allow-list still lets a small file do (gigabyte allocations,
 hash-collision sets, deflate bombs, sparse tensors; :mod:`ghost_backbones.checkpoint_scan`), and
 the legacy non-zip format is refused.
@@ -25,9 +26,10 @@ import torch
 from mmengine.logging import print_log
 
 from .checkpoint_errors import CheckpointError, Refused, UnsafeCheckpointError
-from .checkpoint_rebuild import REBUILDERS, finalize
+from .checkpoint_rebuild import REBUILDERS
 from .checkpoint_scan import LegacyFormat, scan_archive
 from .checkpoint_trust import TRUSTED_ENV, read_regular_file, trusted_by, trusted_checkpoints
+from .checkpoint_walk import finalize
 
 __all__ = ['CheckpointError', 'UnsafeCheckpointError', 'load_checkpoint_file', 'load_checkpoint_bytes',
            'read_checkpoint', 'plain_data', 'trusted_checkpoints', 'TRUSTED_ENV']

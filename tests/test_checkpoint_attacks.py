@@ -477,7 +477,7 @@ def test_sparse_tensors_load_only_from_trusted_files(tmp_path):
 def test_the_tensor_check_refuses_what_the_scan_already_keeps_out():
     """Behind the scan: an attribute named like a method the check calls (numel) is refused as an
     attribute before it is called; hooks and sparse tensors are refused too."""
-    from ghost_backbones.checkpoint_rebuild import check_tensor, finalize
+    from ghost_backbones.checkpoint_walk import check_tensor, finalize
     from ghost_backbones.checkpoint_errors import Refused
     tensor = torch.ones(1).expand(10 ** 9)
     tensor.numel = lambda: 0
