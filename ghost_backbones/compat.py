@@ -53,6 +53,11 @@ upstream OpenMMLab (distributions ``mmengine``, ``mmdet``, ...) and its maintain
    names the module itself, which mmengine's ``is_installed`` / ``get_installed_path`` find by import
    spec (:func:`ghost_backbones_startup.resolve_onedl_distributions`, also installed at interpreter
    start, since mmengine reads ``_base_`` before ``custom_imports``).
+7. **Resume runs a checkpoint's config text** (upstream mmengine 0.10.0 to 0.10.7, OneDL 0.10.8 to
+   0.10.12: same code; no upstream report found): ``Runner.resume`` and ``FlexibleRunner.resume``
+   evaluate ``meta['config']`` with ``Config.fromstring(..., '.py')`` (Python executed from a file
+   read as data) only to compare its ``gpu_ids``. mmengine writes ``meta['cfg']``; mmdet 2.x wrote
+   ``meta['config']``. The resumed checkpoint's ``meta['config']`` is dropped before that check.
 """
 import functools
 
@@ -78,6 +83,8 @@ NEEDED_BY = {
     'config_scope': {OPENMMLAB: ('mmengine', '0.10.0', '0.11.0'), ONEDL: ('mmengine', '0.10.8', '0.11.0')},
     'base_scopes': {OPENMMLAB: ('mmengine', '0.10.0', '0.11.0'), ONEDL: ('mmengine', '0.10.8', '0.11.0')},
     'onedl_distributions': {ONEDL: ('mmengine', '0.10.8', '0.11.0')},
+    'resume_without_config_text': {OPENMMLAB: ('mmengine', '0.10.0', '0.11.0'),
+                                   ONEDL: ('mmengine', '0.10.8', '0.11.0')},
 }
 _done = set()  # the fixes applied in this process (see :func:`applied`)
 
@@ -139,6 +146,8 @@ def apply() -> None:
     _apply('config_scope', when_imported, 'mmengine.config.utils', register_config_scope)
     _apply('onedl_distributions', when_imported, 'mmengine.config.utils', resolve_onedl_distributions)
     _apply('base_scopes', scope_package_bases)
+    _apply('resume_without_config_text', when_imported, 'mmengine.runner.runner', resume_without_config_text)
+    _apply('resume_without_config_text', when_imported, 'mmengine.runner._flexible_runner', resume_without_config_text)
     when_imported('mmdet.models.dense_heads.ssd_head', fix_ssd_head_loss_cls)
     _applied = True
 
@@ -285,6 +294,34 @@ def allow_cpu_distributed() -> None:
 
     setattr(__init__, FIXED_MARK, True)
     wrappers.MMDistributedDataParallel.__init__ = __init__
+
+
+def resume_without_config_text(runner_module) -> None:
+    """Fix 7: the checkpoint a Runner resumes from loses ``meta['config']`` before ``resume`` reads it."""
+    runner_class = getattr(runner_module, 'FlexibleRunner', None) or runner_module.Runner
+    resume = runner_class.resume
+    if getattr(resume, FIXED_MARK, False):
+        return
+
+    @functools.wraps(resume)
+    def resume_fixed(self, *args, **kwargs):
+        load_checkpoint = self.load_checkpoint
+
+        def load_without_config_text(*load_args, **load_kwargs):
+            checkpoint = load_checkpoint(*load_args, **load_kwargs)
+            meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+            if isinstance(meta, dict):
+                meta.pop('config', None)
+            return checkpoint
+
+        self.load_checkpoint = load_without_config_text
+        try:
+            return resume(self, *args, **kwargs)
+        finally:
+            del self.load_checkpoint
+
+    setattr(resume_fixed, FIXED_MARK, True)
+    runner_class.resume = resume_fixed
 
 
 def scope_package_bases() -> None:

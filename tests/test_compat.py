@@ -165,3 +165,61 @@ def test_another_packages_ghostnet_is_not_replaced():
     register_into(ours, GhostNet)
     register_into(ours, GhostNet)  # registering our own class again is fine
     assert ours.get('GhostNet') is GhostNet
+
+
+RESUME_SCRIPT = '''
+import os, sys
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+import ghost_backbones  # noqa: F401
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+
+marker, path, work_dir = sys.argv[1:4]
+
+
+class Toy(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 2)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        out = self.linear(torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs)
+        return {'loss': out.sum()} if mode == 'loss' else out
+
+
+class Data(Dataset):
+    metainfo = None
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return dict(inputs=torch.ones(2))
+
+
+torch.save({'meta': {'epoch': 1, 'iter': 10, 'config': f"__import__('os').system('touch {marker}')\\nx = 1\\n"},
+            'state_dict': Toy().state_dict(),
+            'message_hub': {'log_scalars': {}, 'runtime_info': {}, 'resumed_keys': {}}}, path)
+runner = Runner(model=Toy(), work_dir=work_dir, train_dataloader=dict(
+    dataset=Data(), sampler=dict(type='DefaultSampler', shuffle=False), batch_size=2,
+    collate_fn=dict(type='default_collate')), optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+    train_cfg=dict(by_epoch=True, max_epochs=2), resume=True, load_from=path,
+    default_hooks=dict(logger=None, checkpoint=None), log_level='ERROR')
+runner.load_or_resume()
+print('resumed at', runner.train_loop.epoch, runner.train_loop.iter, 'ran:', os.path.exists(marker))
+'''
+
+
+def test_resume_never_runs_the_config_text_of_a_checkpoint(tmp_path):
+    """Fix 7: mmengine's resume evaluated ``meta['config']`` as a Python config (code execution from
+    a file read as data); the checkpoint still resumes (epoch and iteration read)."""
+    import subprocess
+    import sys
+    marker = tmp_path / 'ran'
+    result = subprocess.run([sys.executable, '-c', RESUME_SCRIPT, str(marker), str(tmp_path / 'resume.pth'),
+                             str(tmp_path / 'work')], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'resumed at 1 10 ran: False' in result.stdout, result.stdout[-2000:]
+    assert not marker.exists()

@@ -50,7 +50,8 @@ def test_mmcv_ops_come_from_the_package_unless_onedl_mmcv_was_compiled():
 def test_the_fixes_applied_are_those_onedl_needs():
     import mmdet.models.dense_heads.ssd_head  # noqa: F401  (the SSDHead fix waits for it)
     assert compat.applied() == ['base_scopes', 'checkpoints_as_data', 'config_scope', 'cpu_distributed',
-                                'onedl_distributions', 'safe_torch_load_as_data', 'ssd_head_loss_cls']
+                                'onedl_distributions', 'resume_without_config_text', 'safe_torch_load_as_data',
+                                'ssd_head_loss_cls']
 
 
 def test_fixes_are_gated_on_the_onedl_versions(monkeypatch):
