@@ -134,17 +134,22 @@ def local_checkpoint(checkpoint: Optional[str]) -> bool:
             and hub_name(checkpoint) is None)
 
 
-def check_inputs(cfg: Config, sample: Optional[int] = None) -> None:
-    """Fail before the Runner writes anything: unreadable local checkpoints named by path (URLs
-    are read by the Runner, as data), datasets with missing files or bad labels (see
-    :mod:`ghost_backbones.apps.datasets.checks`)."""
+def check_checkpoint(checkpoint: Optional[str]) -> None:
+    """A local checkpoint read as data before the Runner builds anything: a refused or unreadable
+    file is a CheckpointError naming it (URLs are read by the Runner, as data)."""
     from ..checkpoint import load_checkpoint_file
+    if local_checkpoint(checkpoint):
+        load_checkpoint_file(checkpoint, map_location='cpu')
+
+
+def check_inputs(cfg: Config, sample: Optional[int] = None) -> None:
+    """Fail before the Runner writes anything: unreadable local checkpoints named by path,
+    datasets with missing files or bad labels (see :mod:`ghost_backbones.apps.datasets.checks`)."""
     from .datasets.checks import check_config_datasets
     checkpoint = cfg.get('load_from')
     if cfg.get('resume') and not checkpoint and osp.isfile(osp.join(cfg.work_dir, 'last_checkpoint')):
         checkpoint = last_checkpoint(cfg.work_dir)
-    if local_checkpoint(checkpoint):
-        load_checkpoint_file(checkpoint, map_location='cpu')
+    check_checkpoint(checkpoint)
     check_config_datasets(cfg, sample=sample)
 
 
@@ -171,11 +176,10 @@ def enable_visualization(cfg: Config, show_dir: str) -> None:
 
 def test(cfg: Config, checkpoint: str, out: Optional[str] = None, show_dir: Optional[str] = None) -> Dict:
     """Evaluate ``checkpoint`` on the test set; returns the metrics (also logged)."""
-    from ..checkpoint import load_checkpoint_file
     from .datasets.checks import check_dataset_paths
     if not osp.isfile(checkpoint):
         raise ToolError(f'checkpoint {checkpoint} does not exist')
-    load_checkpoint_file(checkpoint, map_location='cpu')  # a CheckpointError before the Runner builds anything
+    check_checkpoint(checkpoint)
     check_dataset_paths(cfg, 'test_dataloader')
     cfg.load_from = checkpoint
     if show_dir:

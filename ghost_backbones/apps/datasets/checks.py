@@ -451,10 +451,10 @@ def check_dataset_paths(cfg, split: str = 'test_dataloader') -> None:
         root = ds.get('data_root')
         prefix = ds.get('data_prefix') or {}
         image_dir = prefix.get('img', prefix.get('img_path'))
-        paths = [('annotation file', ds.get('ann_file')), ('image folder', image_dir)]
-        for what, path in paths:
-            if path and not osp.exists(join_root(root, path)):
-                raise DatasetError(f'{split}: {what} {join_root(root, path)} does not exist '
+        for what, path in (('annotation file', ds.get('ann_file')), ('image folder', image_dir)):
+            path = join_root(root, path) if path else None
+            if path and not osp.exists(path):
+                raise DatasetError(f'{split}: {what} {path} does not exist '
                                    f'(data_root={root!r}, {ds.get("type")} dataset)')
 
 
