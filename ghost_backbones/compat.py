@@ -57,7 +57,8 @@ upstream OpenMMLab (distributions ``mmengine``, ``mmdet``, ...) and its maintain
    0.10.12: same code; no upstream report found): ``Runner.resume`` and ``FlexibleRunner.resume``
    evaluate ``meta['config']`` with ``Config.fromstring(..., '.py')`` (Python executed from a file
    read as data) only to compare its ``gpu_ids``. mmengine writes ``meta['cfg']``; mmdet 2.x wrote
-   ``meta['config']``. The resumed checkpoint's ``meta['config']`` is dropped before that check.
+   ``meta['config']``. The resumed checkpoint's ``meta['config']`` is dropped before that check
+   (for ``FlexibleRunner``, in what its strategy's ``resume`` returns).
 """
 import functools
 
@@ -297,28 +298,36 @@ def allow_cpu_distributed() -> None:
 
 
 def resume_without_config_text(runner_module) -> None:
-    """Fix 7: the checkpoint a Runner resumes from loses ``meta['config']`` before ``resume`` reads it."""
-    runner_class = getattr(runner_module, 'FlexibleRunner', None) or runner_module.Runner
+    """Fix 7: the checkpoint a Runner resumes from loses ``meta['config']`` before ``resume`` reads it.
+    ``Runner.resume`` loads through ``self.load_checkpoint``, ``FlexibleRunner.resume`` through
+    ``self.strategy.resume`` (each strategy its own): that loader is wrapped for the call."""
+    flexible = hasattr(runner_module, 'FlexibleRunner')
+    runner_class = runner_module.FlexibleRunner if flexible else runner_module.Runner
     resume = runner_class.resume
     if getattr(resume, FIXED_MARK, False):
         return
 
     @functools.wraps(resume)
     def resume_fixed(self, *args, **kwargs):
-        load_checkpoint = self.load_checkpoint
+        owner, name = (self.strategy, 'resume') if flexible else (self, 'load_checkpoint')
+        own_attribute = name in vars(owner)
+        load = getattr(owner, name)
 
         def load_without_config_text(*load_args, **load_kwargs):
-            checkpoint = load_checkpoint(*load_args, **load_kwargs)
+            checkpoint = load(*load_args, **load_kwargs)
             meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
             if isinstance(meta, dict):
                 meta.pop('config', None)
             return checkpoint
 
-        self.load_checkpoint = load_without_config_text
+        setattr(owner, name, load_without_config_text)
         try:
             return resume(self, *args, **kwargs)
         finally:
-            del self.load_checkpoint
+            if own_attribute:
+                setattr(owner, name, load)
+            else:
+                delattr(owner, name)
 
     setattr(resume_fixed, FIXED_MARK, True)
     runner_class.resume = resume_fixed

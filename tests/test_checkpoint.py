@@ -100,9 +100,11 @@ def test_plain_mmengine_resumes_from_what_the_plugin_writes(tmp_path):
     assert 'RESUMED 3' in plain.stdout and 'is not HistoryBuffer, just skip resuming it' in plain.stdout + plain.stderr
 
 
-def test_resume_never_runs_the_config_text_of_a_checkpoint(tmp_path):
+@pytest.mark.parametrize('runner_class', ['Runner', 'FlexibleRunner'])
+def test_resume_never_runs_the_config_text_of_a_checkpoint(tmp_path, runner_class):
     """Fix 7 of compat: mmengine's resume evaluated ``meta['config']`` as a Python config (code
-    execution from a file read as data); the checkpoint still resumes."""
+    execution from a file read as data); the checkpoint still resumes. FlexibleRunner loads
+    through its strategy, not ``Runner.load_checkpoint``."""
     trained = subprocess.run([sys.executable, '-c', 'import ghost_backbones\n' + tiny_runner_script(tmp_path, 2, False)],
                              capture_output=True, text=True)
     assert trained.returncode == 0, trained.stderr[-2000:]
@@ -110,10 +112,11 @@ def test_resume_never_runs_the_config_text_of_a_checkpoint(tmp_path):
     checkpoint = load_checkpoint_file(str(tmp_path / 'epoch_2.pth'))
     checkpoint['meta']['config'] = f"__import__('os').system('touch {marker}')\nx = 1\n"
     torch.save(checkpoint, str(tmp_path / 'epoch_2.pth'))  # plain data still: the loader accepts it
-    resumed = subprocess.run([sys.executable, '-c', 'import ghost_backbones\n' + tiny_runner_script(tmp_path, 3, True)
-                              + 'print("RESUMED", runner.epoch, runner.iter)'], capture_output=True, text=True)
+    script = tiny_runner_script(tmp_path, 3, True).replace('import Runner', f'import {runner_class} as Runner')
+    resumed = subprocess.run([sys.executable, '-c', f'import ghost_backbones\n{script}print("RESUMED", runner.epoch, '
+                              'runner.iter, type(runner).__name__)'], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert 'RESUMED 3 12' in resumed.stdout and not marker.exists()
+    assert f'RESUMED 3 12 {runner_class}' in resumed.stdout and not marker.exists()
 
 
 def test_numpy_1_names_load(tmp_path):
