@@ -110,7 +110,7 @@ def load_checkpoint_bytes(data: bytes, name: str, map_location=None):
     except MemoryError:
         raise CheckpointError(f'{name} needs more memory than this process may use') from None
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, TypeError, OSError,
-            KeyError, IndexError, AttributeError, UnicodeDecodeError) as error:
+            KeyError, IndexError, AttributeError, UnicodeDecodeError, ArithmeticError, AssertionError) as error:
         raise CheckpointError(f'{name} is not a readable PyTorch checkpoint (truncated or another kind of file): '
                               f'{first_line(str(error))}') from None
 

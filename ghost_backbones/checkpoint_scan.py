@@ -27,6 +27,7 @@ these, so they are refused:
   empty; ``_codecs.encode`` only to latin-1; items added only to lists and dictionaries the pickle
   itself made; nesting at most ``MAX_DEPTH`` deep.
 """
+import functools
 import io
 import pickletools
 import struct
@@ -119,7 +120,8 @@ def scan_archive(data: bytes, allowed_globals) -> None:
     seen_here = {name.split('/', 1)[-1] for name in names}
     if seen_by_torch != seen_here:
         raise Refused(f'zip entries that torch\'s reader sees otherwise ({short_set(seen_by_torch ^ seen_here)})')
-    scan_pickle(reader.get_record('data.pkl'), allowed_globals)
+    check_records_apart(data, entries)
+    scan_pickle(reader.get_record('data.pkl'), allowed_globals, len(data))
 
 
 ZIP64_LOCATOR, ZIP64_LOCATOR_SIZE, ZIP64_END_RECORD_SIZE = b'PK\x06\x07', 20, 56
@@ -137,13 +139,34 @@ def check_zip64_locator(data: bytes, end_record_position: int) -> None:
                       f'({position - ZIP64_END_RECORD_SIZE})')
 
 
+LOCAL_HEADER = struct.Struct('<4s22xHH')  # signature, then (after 22 bytes) name and extra field lengths
+
+
+def check_records_apart(data: bytes, entries) -> None:
+    """Each entry's local header and data apart from every other's: directory entries sharing one
+    record (or a record inside another's data) would make torch read the same bytes as many
+    storages, a 1 MB file loading as a gigabyte."""
+    extents = []
+    for entry in entries:
+        signature, name_length, extra_length = LOCAL_HEADER.unpack_from(data, entry.header_offset)
+        if signature != ZIP_MAGIC:
+            raise Refused(f'the zip entry {entry.filename!r} without its local header')
+        end = entry.header_offset + LOCAL_HEADER.size + name_length + extra_length + entry.compress_size
+        extents.append((entry.header_offset, end, entry.filename))
+    extents.sort()
+    for (_, end, name), (start, _, next_name) in zip(extents, extents[1:]):
+        if start < end:
+            raise Refused(f'the zip entries {name!r} and {next_name!r} sharing bytes (one record read as two)')
+
+
 def short_set(names) -> str:
     return ', '.join(sorted(names)[:4]) + (', ...' if len(names) > 4 else '')
 
 
-def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
+def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
     """Follow the pickle's opcodes with kinds on the stack; refuse what data never needs."""
     stack, marks, memo = [], [], {}
+    storages = StorageRecords(file_size)
     history_buffers = 0
 
     def pop_mark():
@@ -175,13 +198,22 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
             cls = stack.pop()
             if cls.kind != 'global' or cls.value not in NEWOBJ_CLASSES:
                 raise Refused(f'creating a {cls.describe()} (NEWOBJ)')
-            stack.append(Kind('dict') if cls.value in DICT_TYPES else Kind('history buffer'))
+            stack.append(Kind('dict', cls.value) if cls.value in DICT_TYPES else Kind('history buffer'))
         elif name == 'BUILD':
-            stack.pop()
+            state = stack.pop()
             if stack[-1].kind == 'tensor':
                 # torch's unpickler would call Tensor.set_(*state): a legacy form torch.save never writes,
                 # re-pointing a rebuilt tensor at any storage, offset, size and strides
                 raise Refused('state set on a rebuilt tensor (BUILD; torch.save never writes it)')
+            if stack[-1].kind not in BUILD_TARGETS:
+                # torch.save writes BUILD for an OrderedDict's attributes, numpy and mmengine (checked by our
+                # rebuilders); on a storage it would change its dtype, and so the bytes a tensor views
+                raise Refused(f'state set on a {stack[-1].describe()} (BUILD)')
+            if stack[-1].kind == 'dict' and not is_plain_dict(state):
+                # torch's unpickler calls OrderedDict.__dict__.update(state): any iterable of pairs, whose keys
+                # the checks of SETITEM never saw (hash-colliding ints: minutes from a few hundred kilobytes)
+                raise Refused(f'attributes given to a dictionary as a {state.describe()} (a state_dict\'s are a plain '
+                              'dictionary)')
         elif name == 'APPEND':
             item = stack.pop()
             add_items(stack[-1], [item], 'APPEND')
@@ -221,13 +253,13 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
         elif name == 'BINFLOAT':
             stack.append(FLOAT)
         elif name in ('BINUNICODE', 'SHORT_BINSTRING'):
-            stack.append(Kind('str', arg if len(arg) <= 16 else None))
+            stack.append(Kind('str', arg))
         elif name == 'NONE':
             stack.append(NONE)
         elif name in ('NEWTRUE', 'NEWFALSE'):
             stack.append(BOOL)
         elif name == 'BINPERSID':
-            stack[-1] = Kind('storage')
+            stack[-1] = storages.add(stack[-1])
         elif name in ('BINGET', 'LONG_BINGET'):
             if arg not in memo:
                 raise ValueError(f'memo entry {arg} read before it is written')
@@ -245,7 +277,93 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals) -> None:
                               'value)')
 
 
+class StorageRecords:
+    """The storages a pickle names (torch's persistent ids): each in the form torch.save writes, no
+    two keys naming one record (torch finds records case-insensitively but caches storages by
+    key), all together no larger than the file (torch allocates each before reading its record)."""
+
+    def __init__(self, file_size: int):
+        self.file_size, self.keys, self.nbytes = file_size, {}, 0
+
+    def add(self, saved_id: Kind) -> Kind:
+        items = saved_id.items
+        kinds = tuple(item.kind for item in items)
+        if kinds != ('str', 'global', 'str', 'str', 'int') or items[0].value != 'storage' or items[4].value < 0:
+            raise Refused(f'a persistent id of the form {kinds or saved_id.describe()} (torch.save writes '
+                          '(\'storage\', storage type, key, location, size))')
+        element_size = storage_element_sizes().get(items[1].value)
+        if element_size is None:
+            raise Refused(f'a storage of type {items[1].value}')
+        key, nbytes = items[2].value, items[4].value * element_size
+        known = self.keys.get(key.lower())
+        if known is None:
+            self.keys[key.lower()] = key
+            self.nbytes += nbytes
+            if self.nbytes > self.file_size:
+                raise Refused(f'storages of {self.nbytes} bytes, in a {self.file_size}-byte file')
+        elif known != key:
+            raise Refused(f'the storage keys {known!r} and {key!r}, which name one record (torch reads records '
+                          'case-insensitively)')
+        return Kind('storage', (nbytes, element_size))
+
+
+@functools.lru_cache(maxsize=None)
+def storage_element_sizes() -> dict:
+    """Storage type name -> its element's size in bytes, for the storage types torch's allow-list holds."""
+    import torch
+    from torch import _weights_only_unpickler
+    sizes = {}
+    for name, value in _weights_only_unpickler._get_allowed_globals().items():
+        if value is torch.UntypedStorage:
+            sizes[name] = 1
+        elif isinstance(value, torch.serialization.StorageType):  # what the unpickler gives for torch.FloatStorage, ...
+            sizes[name] = torch._utils._element_size(value.dtype)
+    return sizes
+
+
+@functools.lru_cache(maxsize=None)
+def dtype_sizes() -> dict:
+    """torch dtype name (as pickled) -> its element's size in bytes."""
+    import torch
+    return {f'torch.{name}': value.itemsize for name, value in vars(torch).items() if isinstance(value, torch.dtype)}
+
+
+MAX_DIMS = 64  # numpy's limit; torch has none (a 10**5-dimension tensor crashes tolist())
+
+
+def check_tensor_view(func: str, arguments) -> None:
+    """A rebuilt tensor views only bytes its storage holds, checked before unpickling: torch's
+    ``set_`` grows a resizable storage to fit (storages moved to a GPU by ``map_location`` are
+    resizable), so a 4-byte storage would become gigabytes before any walk saw the tensor."""
+    if func in ('torch._utils._rebuild_parameter', 'torch._utils._rebuild_parameter_with_state'):
+        return  # wraps a tensor rebuilt (and checked) before
+    storage, offset, size, stride = (arguments + (None,) * 4)[:4]
+    if func == 'torch._utils._rebuild_tensor_v3':
+        dtype = arguments[6] if len(arguments) > 6 else None
+        element_size = dtype_sizes().get(dtype.value) if dtype is not None and dtype.kind == 'global' else None
+    else:
+        element_size = storage.value[1] if storage is not None and storage.kind == 'storage' else None
+    if storage is None or storage.kind != 'storage' or element_size is None:
+        raise Refused(f'{func} without a storage and dtype (torch.save writes them)')
+    numbers = [offset, *getattr(size, 'items', [None]), *getattr(stride, 'items', [None])]
+    if (size.kind, stride.kind) != ('tuple', 'tuple') or len(size.items) != len(stride.items) or not all(
+            n is not None and n.kind == 'int' and n.value >= 0 for n in numbers):
+        raise Refused(f'{func} with a shape and strides not written as non-negative numbers')
+    if len(size.items) > MAX_DIMS:
+        raise Refused(f'a tensor of {len(size.items)} dimensions (at most {MAX_DIMS})')
+    sizes, strides = [n.value for n in size.items], [n.value for n in stride.items]
+    span = 0 if 0 in sizes else offset.value + sum((n - 1) * s for n, s in zip(sizes, strides)) + 1
+    if span * element_size > storage.value[0]:
+        raise Refused(f'a tensor of shape {short_tuple(sizes)} and strides {short_tuple(strides)} at offset '
+                      f'{offset.value} viewing {span * element_size} bytes of a {storage.value[0]}-byte storage')
+
+
+def short_tuple(values) -> str:
+    return str(tuple(values[:8]))[:-1] + (', ...)' if len(values) > 8 else ')')
+
+
 DICT_TYPES = ('collections.OrderedDict', 'collections.Counter')
+BUILD_TARGETS = ('dict', 'object', 'history buffer')
 HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
 MAX_HISTORY_BUFFERS = 10_000  # each is built with numpy arrays: ~30 us and ~1 kB
 # what torch.save, numpy and mmengine call in a checkpoint (REDUCE), and create (NEWOBJ)
@@ -278,11 +396,11 @@ def reduce_kind(func: Kind, args: Kind) -> Kind:
     if func.value == 'collections.OrderedDict':
         if arguments:
             raise Refused('OrderedDict built from arguments (a checkpoint fills it item by item)')
-        return Kind('dict')
+        return Kind('dict', func.value)
     if func.value == 'collections.Counter':
         if not (len(arguments) <= 1 and all(a.kind == 'dict' for a in arguments)):
             raise Refused('Counter built from something other than a dictionary')
-        return Kind('dict')
+        return Kind('dict', func.value)
     if func.value == 'builtins.set':
         if not (len(arguments) == 1 and arguments[0].kind == 'list' and arguments[0].safe_items):
             raise Refused('a set of something other than strings and small ints')
@@ -300,6 +418,9 @@ def reduce_kind(func: Kind, args: Kind) -> Kind:
         if not (len(arguments) == 4 and arguments[0].kind == 'global' and arguments[0].value in TENSOR_REBUILDERS
                 and arguments[1].kind == 'global' and arguments[1].value in TENSOR_TYPES):
             raise Refused('_rebuild_from_type_v2 around something other than a tensor rebuilder')
+        reduce_kind(arguments[0], arguments[2])  # the inner call, checked as if made directly
+    if func.value in TENSOR_REBUILDERS:
+        check_tensor_view(func.value, arguments)
     if func.value in STATEFUL_REBUILDERS and len(arguments) == 4 and not is_empty_state(arguments[3]):
         # torch sets it with setattr: C-level setters (_post_accumulate_grad_hooks, grad, data) keep
         # what they are given out of the tensor's __dict__, hidden from the walk after loading
@@ -315,6 +436,12 @@ def reduce_kind(func: Kind, args: Kind) -> Kind:
 STATEFUL_REBUILDERS = ('torch._tensor._rebuild_from_type_v2', 'torch._utils._rebuild_parameter_with_state')
 
 
+def is_plain_dict(state: Kind) -> bool:
+    """A dictionary the pickle made as such (not an OrderedDict or a Counter, whose own attributes
+    could carry what its items do not show)."""
+    return state.kind == 'dict' and state.value is None
+
+
 def is_empty_state(state: Kind) -> bool:
-    """None, or a dictionary with nothing added to it (an empty dictionary is one level deep)."""
-    return state.kind == 'none' or (state.kind == 'dict' and state.depth == 1)
+    """None, or a plain dictionary with nothing added to it (an empty dictionary is one level deep)."""
+    return state.kind == 'none' or (is_plain_dict(state) and state.depth == 1)

@@ -20,7 +20,7 @@ import torch
 from .checkpoint_errors import Refused
 from .checkpoint_rebuild import (HistoryBufferState, NdarrayName, PendingArray, PendingDtype, StatisticsName,
                                  check_empty_shape, short)
-from .checkpoint_scan import MAX_DEPTH
+from .checkpoint_scan import MAX_DEPTH, MAX_DIMS
 
 # dtypes no torch kernel reads (bits, and the sub-byte shells of tensor subclasses): no state_dict holds them
 OPAQUE_DTYPES = tuple(getattr(torch, name) for name in (
@@ -39,9 +39,12 @@ def check_tensor(tensor: torch.Tensor) -> None:
     file into gigabytes at the first copy); bools only of the bytes 0 and 1. Sparse tensors are
     refused by the scan already (:mod:`ghost_backbones.checkpoint_scan`); refused here again,
     whatever made one."""
-    attributes = sorted(vars(tensor))
+    attributes = vars(tensor)
+    if type(attributes) is not dict:  # a __dict__ swapped for an OrderedDict: its own attributes hide from vars()
+        raise Refused(f'a tensor whose __dict__ is a {type(attributes).__name__} (a state_dict\'s tensors have none)')
     if attributes:
-        raise Refused(f'a tensor carrying the attributes {short(attributes)} (a state_dict\'s tensors have none)')
+        raise Refused(f'a tensor carrying the attributes {short(sorted(attributes))} (a state_dict\'s tensors have '
+                      'none)')
     if tensor.grad is not None or tensor._backward_hooks or tensor._post_accumulate_grad_hooks:
         raise Refused('a tensor carrying a grad or hooks (a state_dict\'s tensors have neither)')
     if tensor.layout is not torch.strided:
@@ -53,6 +56,8 @@ def check_tensor(tensor: torch.Tensor) -> None:
         raise Refused(f'a tensor of the quantized dtype {tensor.dtype} built as a plain tensor (no quantizer)')
     if tensor.dtype in OPAQUE_DTYPES:
         raise Refused(f'a tensor of the dtype {tensor.dtype} (no torch operation reads it; a state_dict holds none)')
+    if tensor.dim() > MAX_DIMS:
+        raise Refused(f'a tensor of {tensor.dim()} dimensions (at most {MAX_DIMS}; tolist() of 10**5 crashes)')
     if tensor.device.type == 'meta':
         raise Refused(f'a meta tensor of shape {tuple(tensor.shape)} (no data)')
     check_empty_shape(tensor.shape, 'tensor')
@@ -111,6 +116,8 @@ class Finalizer:
         else:
             if isinstance(obj, torch.Tensor):
                 self.visit_tensor(obj)
+            elif isinstance(obj, (torch.UntypedStorage, torch.storage.TypedStorage)):
+                raise Refused(f'a storage of {obj.nbytes()} bytes outside a tensor (a state_dict holds tensors)')
             elif callable(obj):
                 raise Refused(f'the function {short(obj)} as a value (a checkpoint holds data)')
             return obj  # tensors, numbers, strings, bytes, torch's own types

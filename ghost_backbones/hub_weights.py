@@ -22,7 +22,9 @@ from typing import Dict, Optional, Tuple
 import torch
 from mmengine.logging import print_log
 
-from .checkpoint import CheckpointError, load_checkpoint_file
+from .checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint_file
+from .checkpoint_errors import Refused
+from .checkpoint_walk import finalize
 
 HUB_PREFIX = 'hf-hub:'
 # What a hub repository holds, in order of preference: safetensors first (no pickle).
@@ -158,9 +160,13 @@ def read_safetensors(path: str, map_location=None) -> Dict[str, torch.Tensor]:
         raise CheckpointError(f'{path} has a safetensors header of {header_length} bytes (read up to '
                               f'{READ_MAX_HEADER}: some 60,000 tensors)')
     try:
-        return load_file(osp.expanduser(path), device=device)
+        tensors = load_file(osp.expanduser(path), device=device)
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f'{path} is not a readable safetensors file: {error}') from None
+    try:  # the checks every loaded tensor gets (bools of 0 and 1, bounded dimensions and empty rows, ...)
+        return finalize(tensors, file_size=osp.getsize(osp.expanduser(path)))
+    except Refused as refused:
+        raise UnsafeCheckpointError(f'refused to load {path}: it holds {refused}, which is not plain weights') from None
 
 
 def load_weights_file(path: str, map_location=None):

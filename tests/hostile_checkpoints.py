@@ -103,9 +103,10 @@ def colliding_dict(count: int = 40000) -> bytes:
     return PROTO + EMPTY_DICT + MARK + items + b'u' + STOP  # SETITEMS
 
 
-def with_pickle(path, payload: bytes):
-    """A torch zip checkpoint whose data.pkl is ``payload`` (for pickles torch.save cannot write)."""
-    torch.save({'x': 1}, str(path))
+def with_pickle(path, payload: bytes, records=None):
+    """A torch zip checkpoint whose data.pkl is ``payload`` (for pickles torch.save cannot write), beside
+    the storage records torch.save writes for ``records``."""
+    torch.save({'x': 1} if records is None else records, str(path))
     with zipfile.ZipFile(path) as source:
         entries = {info.filename: source.read(info.filename) for info in source.infolist()}
     with zipfile.ZipFile(path, 'w') as target:
@@ -455,3 +456,129 @@ def lists_nested_while_empty(depth: int = 450) -> bytes:
     for level in range(1, depth):
         payload += b'j' + struct.pack('<I', level - 1) + EMPTY_LIST + b'r' + struct.pack('<I', level) + APPEND
     return payload + b'j' + struct.pack('<I', 0) + STOP
+
+
+# ---------------------------------------------------------------------------- found by the sixth review
+
+def one_float_storage() -> torch.TypedStorage:
+    return torch.TypedStorage(wrap_storage=torch.ones(1).untyped_storage(), dtype=torch.float32, _internal=True)
+
+
+def tensor_dict_swapped(depth: int = 94) -> bytes:
+    """A tensor given ``Counter({'__dict__': od})`` as its state by ``_rebuild_from_type_v2``: its
+    ``__dict__`` becomes an empty OrderedDict whose own attribute holds tuples doubling ``depth`` times
+    (``vars(tensor)`` shows nothing; a deepcopy, as MessageHub.load_state_dict makes, never ends). The
+    storage ``0`` is the one :func:`with_pickle` writes for ``{'x': torch.ones(2)}``."""
+    doubling = b'K\x00K\x00' + TUPLE2 + BINPUT0 + (BINGET0 + TUPLE2 + BINPUT0) * depth
+    od = glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + EMPTY_DICT + text('bomb') + doubling + SETITEM + BUILD
+    counter = glob('collections', 'Counter') + EMPTY_DICT + text('__dict__') + od + SETITEM + TUPLE1 + REDUCE
+    storage = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + b'K\x02' + TUPLE + b'Q'
+    args = (MARK + storage + b'K\x00' + b'K\x02' + TUPLE1 + b'K\x01' + TUPLE1 + NEWFALSE
+            + glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + TUPLE)
+    tensor = (glob('torch._tensor', '_rebuild_from_type_v2') + MARK + glob('torch._utils', '_rebuild_tensor_v2')
+              + glob('torch', 'Tensor') + args + counter + TUPLE + REDUCE)
+    return PROTO + EMPTY_DICT + text('message_hub') + EMPTY_DICT + text('x') + tensor + SETITEM + SETITEM + STOP
+
+
+def parameter_state_inside_rebuild() -> Reduce:
+    """``_rebuild_from_type_v2(_rebuild_parameter_with_state, Parameter, (data, False, hooks, STATE), None)``:
+    the state in the inner argument tuple, set on the Parameter by ``setattr``."""
+    hidden = Reduce((collections.OrderedDict, (), {'hidden': torch.ones(1).expand(10 ** 9)}))
+    inner = (torch.ones(2), False, collections.OrderedDict(), {'__dict__': hidden})
+    return Reduce((torch._tensor._rebuild_from_type_v2,
+                   (torch._utils._rebuild_parameter_with_state, torch.nn.Parameter, inner, None)))
+
+
+def storage_ids(keys, numel: int) -> bytes:
+    """A list of bare storages, one persistent id per key, ``numel`` floats each."""
+    ids = b''.join(MARK + text('storage') + glob('torch', 'FloatStorage') + text(key) + text('cpu') + long1(numel)
+                   + TUPLE + b'Q' for key in keys)
+    return PROTO + EMPTY_DICT + text('meta') + EMPTY_LIST + MARK + ids + APPENDS + SETITEM + STOP
+
+
+def records_sharing_bytes(path, count: int = 1000, nbytes: int = 1 << 20):
+    """One ``nbytes`` record ``data/0`` listed ``count`` times in the zip directory (``data/1``, ... at
+    its local header): torch's reader loads each as its own storage, a 1 MB file as a gigabyte."""
+    import zlib
+    payload = storage_ids([str(k) for k in range(count)], nbytes // 4)
+    with_pickle(path, payload, {'x': torch.zeros(nbytes // 4)})
+    with zipfile.ZipFile(path) as source:
+        entries = [(info.filename, source.read(info.filename)) for info in source.infolist()]
+    out, directory, offsets = bytearray(), bytearray(), {}
+    for name, data in entries:
+        offsets[name] = len(out)
+        out += struct.pack('<IHHHHHIIIHH', 0x04034b50, 20, 0, 0, 0, 0, zlib.crc32(data), len(data), len(data),
+                           len(name), 0) + name.encode() + data
+    prefix = entries[0][0].split('/')[0]
+    listed = entries + [(f'{prefix}/data/{k}', dict(entries)[f'{prefix}/data/0']) for k in range(1, count)]
+    for name, data in listed:
+        offset = offsets.get(name, offsets[f'{prefix}/data/0'])
+        directory += struct.pack('<IHHHHHHIIIHHHHHII', 0x02014b50, 20, 20, 0, 0, 0, 0, zlib.crc32(data), len(data),
+                                 len(data), len(name), 0, 0, 0, 0, 0, offset) + name.encode()
+    end = struct.pack('<IHHHHIIH', 0x06054b50, 0, 0, len(listed), len(listed), len(directory), len(out), 0)
+    with open(path, 'wb') as f:
+        f.write(bytes(out + directory + end))
+    return path
+
+
+def storage_keys_differing_in_case(path, count: int = 1000, nbytes: int = 1 << 20):
+    """One ordinary ``nbytes`` record ``data/abcdefghijkl``, named by ``count`` keys that differ only in
+    case: torch caches storages by key but finds records case-insensitively (a copy per key)."""
+    key = 'abcdefghijkl'
+    keys = [''.join(c.upper() if bits >> i & 1 else c for i, c in enumerate(key)) for bits in range(count)]
+    with_pickle(path, storage_ids(keys, nbytes // 4), {'x': torch.zeros(nbytes // 4)})
+    with zipfile.ZipFile(path) as source:
+        entries = [(info.filename, source.read(info.filename)) for info in source.infolist()]
+    with zipfile.ZipFile(path, 'w') as target:
+        for name, data in entries:
+            target.writestr(name.replace('data/0', f'data/{key}') if name.endswith('data/0') else name, data)
+    return path
+
+
+def view_beyond_storage(numel: int = 10 ** 9) -> Reduce:
+    """``_rebuild_tensor_v2`` over one float with size ``(numel,)``: ``set_`` grows a resizable storage
+    (as every storage moved to a GPU by ``map_location`` is) to ``numel`` floats before any walk."""
+    return Reduce((torch._utils._rebuild_tensor_v2,
+                   (one_float_storage(), 0, (numel,), (1,), False, collections.OrderedDict())))
+
+
+def build_pairs_on_an_ordered_dict(count: int = 20000) -> bytes:
+    """BUILD on an OrderedDict with a list of ``(colliding int, 0)`` pairs: torch's unpickler calls
+    ``__dict__.update(pairs)``, quadratic in the pairs (keys the checks of SETITEM never see)."""
+    pairs = b''.join(long1(i) + b'K\x00' + TUPLE2 for i in colliding_ints(count))
+    od = glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + EMPTY_LIST + MARK + pairs + APPENDS + BUILD
+    return PROTO + EMPTY_DICT + text('state_dict') + od + SETITEM + STOP
+
+
+def build_on_a_storage() -> bytes:
+    """BUILD ``{'dtype': torch.complex128}`` on a 4-byte float storage: a 1-element view of it then
+    reads 16 bytes (and set_ grows a resizable one)."""
+    storage = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + b'K\x01' + TUPLE + b'Q'
+    storage += EMPTY_DICT + text('dtype') + glob('torch', 'complex128') + SETITEM + BUILD
+    tensor = (glob('torch._utils', '_rebuild_tensor_v2') + MARK + storage + b'K\x00' + b'K\x01' + TUPLE1 + b'K\x01'
+              + TUPLE1 + NEWFALSE + glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + TUPLE + REDUCE)
+    return PROTO + EMPTY_DICT + text('w') + tensor + SETITEM + STOP
+
+
+def int_persistent_id() -> bytes:
+    return PROTO + EMPTY_DICT + text('w') + b'K\x00' + b'Q' + SETITEM + STOP
+
+
+def complex_of_a_huge_int() -> bytes:
+    return PROTO + EMPTY_DICT + text('x') + glob('builtins', 'complex') + long1(2 ** 2000) + TUPLE1 + REDUCE \
+        + SETITEM + STOP
+
+
+def tensor_of_many_dims(dims: int = 100_000) -> Reduce:
+    """A one-element tensor of ``dims`` dimensions (``tolist`` recurses once per dimension: SIGSEGV)."""
+    return Reduce((torch._utils._rebuild_tensor_v2,
+                   (one_float_storage(), 0, (1,) * dims, (1,) * dims, False, collections.OrderedDict())))
+
+
+def safetensors_file(path, header: dict, data: bytes = b''):
+    """A safetensors file of the given JSON header and data (for what safetensors itself accepts)."""
+    import json
+    raw = json.dumps(header).encode()
+    with open(path, 'wb') as f:
+        f.write(struct.pack('<Q', len(raw)) + raw + data)
+    return path

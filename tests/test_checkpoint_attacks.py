@@ -2,6 +2,7 @@
 loaded in a separate process (a crash shows as its exit code), refused with
 UnsafeCheckpointError / CheckpointError naming the file and the refused thing, and nothing runs,
 nothing is written, no class changes, no memory or CPU is spent beyond a small bound."""
+import collections
 import json
 import os
 import subprocess
@@ -21,6 +22,10 @@ from hostile_checkpoints import (Reduce, arrays_sharing_bytes, bools_of_bytes, b
                                  legacy_tensor_constructor, list_arguments, list_holding_itself,
                                  ndarray_escaping_its_placeholder, parameter_by_newobj, quantized_without_quantizer,
                                  reduce_on_a_string, runs, safetensors_of_empty_tensors, sparse_of_stride_zero,
+                                 tensor_dict_swapped, parameter_state_inside_rebuild, records_sharing_bytes,
+                                 storage_keys_differing_in_case, view_beyond_storage, build_pairs_on_an_ordered_dict,
+                                 build_on_a_storage, int_persistent_id, complex_of_a_huge_int, tensor_of_many_dims,
+                                 safetensors_file,
                                  sparse_out_of_range, state_dict_with_attribute, tensor_set_by_build, text,
                                  two_central_directories, with_metadata, with_pickle, with_state, zip64_second_directory,
                                  lists_nested_while_empty)
@@ -160,12 +165,12 @@ def hostile_files(tmp_path, marker):
           'numpy array of shape (4294967296, 4294967296)')
     # classes and functions rewritten for the whole process (BUILD on them)
     size = glob('torch', 'Size')
-    raw('build_counter', build_on(glob('collections', 'Counter'), 'most_common', size), 'weights-only unpickler')
+    raw('build_counter', build_on(glob('collections', 'Counter'), 'most_common', size), "state set on a global")
     raw('build_function', build_on(glob('torch.serialization', '_get_layout'), '__name__', text('evil')),
-        'weights-only unpickler')
-    raw('build_tensor_class', build_on(glob('torch', 'Tensor'), 'hostile', size), 'weights-only unpickler')
+        'state set on a global')
+    raw('build_tensor_class', build_on(glob('torch', 'Tensor'), 'hostile', size), 'state set on a global')
     raw('build_placeholder', build_on(glob('ghost_backbones.checkpoint_rebuild', 'PendingArray'), 'array', size),
-        'weights-only unpickler')
+        'state set on a global')
     # resources: a few hundred bytes asking for gigabytes, hash collisions
     raw('bytearray_bomb', bytearray_bomb(), 'the global builtins.bytearray')
     raw('colliding_set', colliding_set(), 'a set of something other than strings and small ints')
@@ -175,7 +180,7 @@ def hostile_files(tmp_path, marker):
     # torch's legacy constructors, a placeholder's class swapped, views larger than their storage
     raw('set_via_rebuild', colliding_set_via_rebuild(), '_rebuild_from_type_v2 around something other')
     raw('deep_tuple_in_a_set', deep_tuple_in_a_set(), 'nested more than 100 deep')
-    raw('reduce_on_a_string', reduce_on_a_string(), 'calling a str (REDUCE)')
+    raw('reduce_on_a_string', reduce_on_a_string(), 'calling a str')
     raw('legacy_tensor_constructor', legacy_tensor_constructor(), "calling a global 'torch.FloatTensor'")
     files['case_twin'] = (case_twin_archive(tmp_path / 'case_twin.pth', bytearray_bomb()), 'differ only in case')
     files['ndarray_escape'] = (ndarray_escaping_its_placeholder(tmp_path / 'ndarray_escape.pth'),
@@ -183,6 +188,36 @@ def hostile_files(tmp_path, marker):
     files['expanded'] = (expanded_tensor(tmp_path / 'expanded.pth'), 'viewing 40000000000 bytes of a 4-byte storage')
     files['expanded_quantized'] = (expanded_tensor(tmp_path / 'expanded_quantized.pth', quantized=True),
                                    "calling a global 'torch._utils._rebuild_qtensor'")
+    # sixth review: a tensor's __dict__ swapped for an OrderedDict hiding a deepcopy bomb (by a Counter as its
+    # state, or by the state inside _rebuild_from_type_v2's arguments), one record read as many storages (listed
+    # at one local header, or named by keys differing in case), a view that set_ would grow its storage to (a GPU
+    # storage is resizable), colliding pairs given by BUILD, a storage's dtype changed by BUILD, persistent ids
+    # and numbers torch trips on, 10**5 dimensions, safetensors with what a pickle may not hold
+    files['tensor_dict_swapped'] = (with_pickle(tmp_path / 'tensor_dict_swapped.pth', tensor_dict_swapped(),
+                                                {'x': torch.ones(2)}), "(dict 'collections.Counter')")
+    saved('parameter_state_inside_rebuild', {'state_dict': {'w': parameter_state_inside_rebuild()}},
+          'state set on a tensor by torch._utils._rebuild_parameter_with_state')
+    files['records_sharing_bytes'] = (records_sharing_bytes(tmp_path / 'records_sharing_bytes.pth', nbytes=1 << 18),
+                                      'sharing bytes (one record read as two)')
+    files['keys_differing_in_case'] = (
+        storage_keys_differing_in_case(tmp_path / 'keys_differing_in_case.pth', nbytes=1 << 18),
+        "the storage keys 'abcdefghijkl' and 'Abcdefghijkl', which name one record")
+    saved('view_beyond_storage', {'state_dict': {'w': view_beyond_storage()}},
+          'viewing 4000000000 bytes of a 4-byte storage')
+    raw('build_pairs_on_an_ordered_dict', build_pairs_on_an_ordered_dict(), 'attributes given to a dictionary as a list')
+    raw('build_on_a_storage', build_on_a_storage(), 'state set on a storage')
+    raw('int_persistent_id', int_persistent_id(), 'a persistent id of the form int')
+    raw('complex_of_a_huge_int', complex_of_a_huge_int(), 'int too large to convert to float')
+    saved('tensor_of_many_dims', {'state_dict': {'w': tensor_of_many_dims()}}, 'a tensor of 100000 dimensions')
+    saved('bare_storages', {'meta': {'s': torch.ones(2).untyped_storage()}}, 'a storage of 8 bytes outside a tensor')
+    for name, header, data, thing in (
+            ('st_bool_bytes', {'m': {'dtype': 'BOOL', 'shape': [4], 'data_offsets': [0, 4]}}, bytes([0, 1, 2, 255]),
+             'a bool tensor of shape (4,) holding the byte 255'),
+            ('st_empty_rows', {'w': {'dtype': 'F32', 'shape': [2 ** 40, 0], 'data_offsets': [0, 0]}}, b'',
+             'an empty tensor of shape (1099511627776, 0)'),
+            ('st_many_dims', {'w': {'dtype': 'U8', 'shape': [1] * 200, 'data_offsets': [0, 1]}}, b'\0',
+             'a tensor of 200 dimensions')):
+        files[name] = (safetensors_file(tmp_path / f'{name}.safetensors', header, data), thing)
     return files
 
 
@@ -227,6 +262,57 @@ def test_the_zip_attack_is_real_for_torch(tmp_path):
                 if info.filename.endswith('data/0')] == [zipfile.ZIP_STORED]
         reader = torch._C.PyTorchFileReader(io.BytesIO(path.read_bytes()))
         assert len(reader.get_record('data/0')) == 8 << 20 > 10 * path.stat().st_size, make.__name__
+
+
+def like_a_gpu(storage, location):
+    """What ``map_location='cuda'`` does to each storage (torch._utils._to), on the CPU: a resizable copy."""
+    copy = torch.UntypedStorage(storage.size())
+    copy.copy_(storage)
+    return copy
+
+
+def test_the_sixth_review_attacks_are_real_for_torch(tmp_path):
+    """Without the bounds, torch's weights-only load reads one record as many storages, lets set_ grow a
+    storage moved to a device, and keeps a tensor's __dict__ swapped for an OrderedDict with attributes."""
+    for make in (records_sharing_bytes, storage_keys_differing_in_case):
+        path = make(tmp_path / f'{make.__name__}.pth', count=40, nbytes=1 << 16)
+        storages = torch.load(str(path), weights_only=True)['meta']
+        assert len({s.data_ptr() for s in storages}) == 40 and sum(s.nbytes() for s in storages) > 20 * path.stat().st_size
+    torch.save({'w': view_beyond_storage(10 ** 6)}, str(tmp_path / 'grow.pth'))
+    grown = torch.load(str(tmp_path / 'grow.pth'), weights_only=True, map_location=like_a_gpu)['w']
+    assert grown.untyped_storage().nbytes() == 4 * 10 ** 6 > 100 * (tmp_path / 'grow.pth').stat().st_size
+    path = with_pickle(tmp_path / 'swapped.pth', tensor_dict_swapped(depth=3), {'x': torch.ones(2)})
+    tensor = torch.load(str(path), weights_only=True)['message_hub']['x']
+    assert not dict(vars(tensor)) and type(vars(tensor)) is not dict and 'bomb' in vars(tensor).__dict__
+
+
+def test_a_view_is_checked_before_any_storage_is_made(tmp_path):
+    """A tensor viewing more than its storage is refused before unpickling: the map_location (which on a
+    GPU makes resizable storages) is never called; a legitimate file loads through the same map_location."""
+    hostile, good = tmp_path / 'grow.pth', tmp_path / 'good.pth'
+    torch.save({'state_dict': {'w': view_beyond_storage()}}, str(hostile))
+    torch.save({'state_dict': {'w': torch.arange(4.)[1:]}}, str(good))
+    script = ('import json, sys, torch, ghost_backbones\n'
+              'from ghost_backbones.checkpoint import CheckpointError, load_checkpoint_file\n'
+              'calls = []\n'
+              'def like_a_gpu(storage, location):\n'
+              '    calls.append(location)\n'
+              '    copy = torch.UntypedStorage(storage.size())\n'
+              '    copy.copy_(storage)\n'
+              '    return copy\n'
+              'out = {}\n'
+              'for path in sys.argv[1:]:\n'
+              '    del calls[:]\n'
+              '    try:\n'
+              '        out[path] = [load_checkpoint_file(path, like_a_gpu)["state_dict"]["w"].tolist(), len(calls)]\n'
+              '    except CheckpointError as error:\n'
+              '        out[path] = [str(error), len(calls)]\n'
+              'print(json.dumps(out))\n')
+    result = subprocess.run([sys.executable, '-c', script, str(hostile), str(good)], capture_output=True, text=True,
+                            timeout=120)
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 'viewing 4000000000 bytes of a 4-byte storage' in out[str(hostile)][0] and out[str(hostile)][1] == 0
+    assert out[str(good)] == [[1.0, 2.0, 3.0], 1]
 
 
 def test_a_load_directive_in_metadata_is_dropped_and_the_state_dict_copies(tmp_path):
@@ -415,7 +501,7 @@ def test_tools_refuse(hostile, tmp_path, repo_root):
         'export_onnx': [tool('deploy', 'export_onnx.py'), '--config', DET_CONFIG, '--checkpoint',
                         str(files['object_array'][0]), '--out', str(tmp_path / 'm.onnx')],
     }
-    expected = {'demo': 'posix.system', 'convert': 'builtins.bytearray', 'convert_whole': 'weights-only unpickler',
+    expected = {'demo': 'posix.system', 'convert': 'builtins.bytearray', 'convert_whole': 'state set on a global',
                 'export_onnx': "numpy dtype 'O8'"}
     for name, command in runs_.items():
         result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300)
@@ -489,6 +575,15 @@ def test_the_tensor_check_refuses_what_the_scan_already_keeps_out():
         check_tensor(hooked)
     with pytest.raises(Refused, match='sparse tensors are not read as data'):
         check_tensor(torch.ones(2, 2).to_sparse())
+    swapped = torch.ones(2)
+    swapped.__dict__ = collections.OrderedDict()  # (what a Counter as the tensor's state does)
+    with pytest.raises(Refused, match='whose __dict__ is a OrderedDict'):
+        check_tensor(swapped)
+    with pytest.raises(Refused, match='a tensor of 65 dimensions'):
+        check_tensor(torch.ones((1,) * 65))
+    check_tensor(torch.ones((1,) * 64))
+    with pytest.raises(Refused, match='a storage of 8 bytes outside a tensor'):
+        finalize({'meta': [torch.ones(2).untyped_storage()]}, file_size=400)
     # storages grown after loading: all of them together may not hold more than the file (shared ones once)
     shared = torch.ones(100)
     assert finalize({'a': shared, 'b': shared[:2], 'c': [shared[50:]]}, file_size=400)['b'].shape == (2,)
