@@ -59,6 +59,13 @@ upstream OpenMMLab (distributions ``mmengine``, ``mmdet``, ...) and its maintain
    read as data) only to compare its ``gpu_ids``. mmengine writes ``meta['cfg']``; mmdet 2.x wrote
    ``meta['config']``. The resumed checkpoint's ``meta['config']`` is dropped before that check
    (for ``FlexibleRunner``, in what its strategy's ``resume`` returns).
+8. **Inferencers run a checkpoint's config text** (upstream mmengine 0.10.0 to 0.10.7, OneDL 0.10.8 to
+   0.10.12: same code; no upstream report found): ``BaseInferencer`` (mmdet's ``DetInferencer``,
+   mmseg's ``MMSegInferencer``, mmpretrain's) given ``weights=`` and no ``model=`` evaluates the
+   config text of the checkpoint with ``Config.fromstring(..., '.py')``. The text is read as data
+   instead (:mod:`ghost_backbones.config_text`: literals and ``dict(...)`` only, as
+   ``Config.pretty_text`` writes; its ``custom_imports`` are not imported); other text is refused,
+   naming the line, with the advice to pass ``model=``.
 """
 import functools
 
@@ -86,6 +93,8 @@ NEEDED_BY = {
     'onedl_distributions': {ONEDL: ('mmengine', '0.10.8', '0.11.0')},
     'resume_without_config_text': {OPENMMLAB: ('mmengine', '0.10.0', '0.11.0'),
                                    ONEDL: ('mmengine', '0.10.8', '0.11.0')},
+    'inferencer_config_as_data': {OPENMMLAB: ('mmengine', '0.10.0', '0.11.0'),
+                                  ONEDL: ('mmengine', '0.10.8', '0.11.0')},
 }
 _done = set()  # the fixes applied in this process (see :func:`applied`)
 
@@ -149,6 +158,7 @@ def apply() -> None:
     _apply('base_scopes', scope_package_bases)
     _apply('resume_without_config_text', when_imported, 'mmengine.runner.runner', resume_without_config_text)
     _apply('resume_without_config_text', when_imported, 'mmengine.runner._flexible_runner', resume_without_config_text)
+    _apply('inferencer_config_as_data', when_imported, 'mmengine.infer.infer', inferencer_config_as_data)
     when_imported('mmdet.models.dense_heads.ssd_head', fix_ssd_head_loss_cls)
     _applied = True
 
@@ -331,6 +341,41 @@ def resume_without_config_text(runner_module) -> None:
 
     setattr(resume_fixed, FIXED_MARK, True)
     runner_class.resume = resume_fixed
+
+
+def inferencer_config_as_data(infer_module) -> None:
+    """Fix 8: ``BaseInferencer._init_model`` given no config reads the checkpoint's config text as data
+    (:func:`ghost_backbones.config_text.config_from_text`) and goes on with that config, so mmengine's
+    own ``Config.fromstring`` path is never taken."""
+    base = infer_module.BaseInferencer
+    init_model = base._init_model
+    if getattr(init_model, FIXED_MARK, False):
+        return
+
+    @functools.wraps(init_model)
+    def init_model_fixed(self, cfg, weights, device='cpu'):
+        if not cfg and weights is not None:
+            from .config_text import config_from_text
+            checkpoint = infer_module._load_checkpoint(weights, map_location='cpu')
+            cfg.update(infer_module.ConfigDict(config_from_text(saved_config_text(checkpoint, weights), weights)))
+        return init_model(self, cfg, weights, device)
+
+    setattr(init_model_fixed, FIXED_MARK, True)
+    base._init_model = init_model_fixed
+
+
+def saved_config_text(checkpoint, source: str):
+    """The config text mmengine's inferencer reads from a checkpoint: the MessageHub's, else ``meta['cfg']``."""
+    from .checkpoint_errors import CheckpointError
+    hub = checkpoint.get('message_hub') if isinstance(checkpoint, dict) else None
+    runtime_info = hub.get('runtime_info') if isinstance(hub, dict) else None
+    if isinstance(runtime_info, dict) and 'cfg' in runtime_info:
+        return runtime_info['cfg']
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    if isinstance(meta, dict) and 'cfg' in meta:
+        return meta['cfg']
+    raise CheckpointError(f'{source} holds no config (message_hub.runtime_info.cfg or meta.cfg): give the inferencer '
+                          'its config file as well: model=<config.py>')
 
 
 def scope_package_bases() -> None:

@@ -119,6 +119,70 @@ def test_resume_never_runs_the_config_text_of_a_checkpoint(tmp_path, runner_clas
     assert f'RESUMED 3 12 {runner_class}' in resumed.stdout and not marker.exists()
 
 
+INFERENCER_SCRIPT = r'''
+import json, sys, torch, ghost_backbones
+from mmdet.apis import DetInferencer
+from ghost_backbones.checkpoint import CheckpointError
+out = {}
+for path in sys.argv[1:]:
+    try:
+        model = DetInferencer(weights=path, device='cpu', show_progress=False).model
+        out[path] = ['built', type(model.backbone).__name__, model.backbone.conv_stem.weight.flatten()[:4].tolist()]
+    except CheckpointError as error:
+        out[path] = [type(error).__name__, str(error)]
+print(json.dumps(out))
+'''
+
+
+def test_an_inferencer_never_runs_the_config_text_of_a_checkpoint(tmp_path):
+    """Fix 8 of compat: mmengine's inferencers given weights alone evaluated the checkpoint's config
+    text as Python. It is read as data: a checkpoint whose config is what mmengine writes builds its
+    model; one whose config holds code (meta['cfg'] or the MessageHub's) is refused naming the line."""
+    from helpers import DET_CONFIG
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmdet.registry import MODELS
+    cfg = Config.fromfile(DET_CONFIG)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg.model)
+    marker = tmp_path / 'ran'
+    payload = f"__import__('os').system('touch {marker}')\n"
+    good, in_meta, in_hub = tmp_path / 'good.pth', tmp_path / 'in_meta.pth', tmp_path / 'in_hub.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {'cfg': cfg.pretty_text}}, str(good))
+    torch.save({'state_dict': model.state_dict(), 'meta': {'cfg': payload + cfg.pretty_text}}, str(in_meta))
+    torch.save({'state_dict': model.state_dict(), 'meta': {'cfg': cfg.pretty_text},
+                'message_hub': {'runtime_info': {'cfg': f'model = {payload}'}}}, str(in_hub))
+    result = subprocess.run([sys.executable, '-c', INFERENCER_SCRIPT, str(good), str(in_meta), str(in_hub)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out[str(good)] == ['built', 'GhostNet', model.backbone.conv_stem.weight.flatten()[:4].tolist()]
+    assert out[str(in_meta)][0] == 'UnsafeCheckpointError' and 'at line 1, a statement other than' in out[str(in_meta)][1]
+    assert out[str(in_hub)][0] == 'UnsafeCheckpointError' and "the expression \"__import__('os')" in out[str(in_hub)][1]
+    assert str(in_hub) in out[str(in_hub)][1] and 'model=<config.py>' in out[str(in_hub)][1]
+    assert not marker.exists()
+
+
+def test_config_text_reads_what_mmengine_writes():
+    """Every config of the repository, dumped as mmengine dumps it into checkpoints, reads back as data
+    to the dictionary mmengine's own (executing) reader gives."""
+    import glob
+    from helpers import CONFIGS
+    from mmengine.config import Config
+    from ghost_backbones.config_text import config_from_text
+    paths = [p for p in sorted(glob.glob(os.path.join(CONFIGS, '*', '*.py'))) if not os.path.basename(p).startswith('_')]
+    assert len(paths) >= 20
+    for path in paths:
+        text = Config.fromfile(path).pretty_text
+        assert Config(config_from_text(text, path))._cfg_dict.to_dict() == \
+            Config.fromstring(text, '.py')._cfg_dict.to_dict(), path
+    for text, what in (('x = [i for i in range(3)]', 'the expression'), ('import os', 'a statement other than'),
+                       ('x = {[1]: 2}', 'a value Python cannot build'), ('x = (', 'not readable config text'),
+                       ('x = dict(**y)', 'the expression')):
+        with pytest.raises(UnsafeCheckpointError, match=what):
+            config_from_text(text, 'f.pth')
+
+
 def test_numpy_1_names_load(tmp_path):
     """A checkpoint written under numpy < 2 names numpy.core.multiarray: plain data, it loads."""
     data = zip_bytes({'history': np.arange(4, dtype=np.float32), 'seed': np.int64(7)})
