@@ -10,18 +10,23 @@ only from torch 2.14 on. mmengine, mmdet, mmseg, timm and a module's state_dict 
 these, so they are refused:
 
 * the archive: a torch zip (torch >= 1.6) whose entries are stored, not compressed, each no larger
-  than the file, with its central directory where the end record declares it and the same entries
-  for torch's reader as for this check; the legacy non-zip format is refused (its loader acts on persistent ids that
-  are not storages: torch appends a "patch" file for a ``('module', ...)`` id);
+  than the file, with its central directory where the end record declares it, the same entries
+  for torch's reader as for this check and each entry's bytes apart from the others'; the legacy
+  non-zip format is refused (its loader acts on persistent ids that are not storages: torch appends
+  a "patch" file for a ``('module', ...)`` id);
 * the pickle torch will unpickle (read through torch's own zip reader, which finds records
   case-insensitively: names that collide so are refused), read once with
   :func:`pickletools.genops` and a stack of *kinds* (never objects): globals only from torch's
   allow-list and our rebuilders, less ``bytearray``; calls (REDUCE, NEWOBJ) only of the globals
   torch.save, numpy and mmengine call, with a tuple of arguments, at most ``MAX_HISTORY_BUFFERS``
   HistoryBuffers, never NEWOBJ of a Parameter, never of a call's result, never of the sparse tensor
-  rebuilder; ``_rebuild_from_type_v2`` only around torch's dense tensor rebuilders, and neither it
-  nor ``_rebuild_parameter_with_state`` with state to set on the tensor, nor BUILD on a rebuilt
-  tensor (torch would ``set_`` it to any storage, size and strides); dictionary
+  rebuilder; ``_rebuild_from_type_v2`` only around torch's dense tensor rebuilders (its inner call
+  checked as a direct one), and neither it nor ``_rebuild_parameter_with_state`` with state to set
+  on the tensor (beyond an empty plain dictionary); BUILD only on dictionaries, from a plain
+  dictionary, and on our numpy and HistoryBuffer placeholders (never on a rebuilt tensor: torch
+  would ``set_`` it to any storage, size and strides; never on a storage: its dtype); storages named
+  as torch.save names them, no two keys for one record, all together no larger than the file; each
+  tensor's offset, size (at most ``MAX_DIMS`` dimensions) and strides within its storage; dictionary
   keys and set / Counter elements only strings, bytes, bools, None and ints of identity hash
   (``|i| < 2**61 - 1``); ``set`` only of a list, ``Counter`` only of a dict, ``OrderedDict`` only
   empty; ``_codecs.encode`` only to latin-1; items added only to lists and dictionaries the pickle
@@ -297,14 +302,16 @@ class StorageRecords:
         key, nbytes = items[2].value, items[4].value * element_size
         known = self.keys.get(key.lower())
         if known is None:
-            self.keys[key.lower()] = key
+            storage = Kind('storage', (nbytes, element_size))
+            self.keys[key.lower()] = key, storage
             self.nbytes += nbytes
             if self.nbytes > self.file_size:
                 raise Refused(f'storages of {self.nbytes} bytes, in a {self.file_size}-byte file')
-        elif known != key:
-            raise Refused(f'the storage keys {known!r} and {key!r}, which name one record (torch reads records '
+            return storage
+        if known[0] != key:
+            raise Refused(f'the storage keys {known[0]!r} and {key!r}, which name one record (torch reads records '
                           'case-insensitively)')
-        return Kind('storage', (nbytes, element_size))
+        return known[1]  # torch reuses the storage loaded first for a key, whatever size and type are named again
 
 
 @functools.lru_cache(maxsize=None)
@@ -363,7 +370,8 @@ def short_tuple(values) -> str:
 
 
 DICT_TYPES = ('collections.OrderedDict', 'collections.Counter')
-BUILD_TARGETS = ('dict', 'object', 'history buffer')
+BUILD_TARGETS = ('dict', 'placeholder', 'history buffer')
+PLACEHOLDERS = ('numpy.dtype', 'numpy.core.multiarray._reconstruct', 'numpy._core.multiarray._reconstruct')
 HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
 MAX_HISTORY_BUFFERS = 10_000  # each is built with numpy arrays: ~30 us and ~1 kB
 # what torch.save, numpy and mmengine call in a checkpoint (REDUCE), and create (NEWOBJ)
@@ -430,6 +438,8 @@ def reduce_kind(func: Kind, args: Kind) -> Kind:
         return Kind('tensor')
     if func.value == HISTORY_BUFFER:
         return Kind('history buffer')
+    if func.value in PLACEHOLDERS:  # numpy dtypes and arrays take their data by BUILD (checked by our rebuilders)
+        return Kind('placeholder')
     return Kind('object')
 
 

@@ -582,3 +582,16 @@ def safetensors_file(path, header: dict, data: bytes = b''):
     with open(path, 'wb') as f:
         f.write(struct.pack('<Q', len(raw)) + raw + data)
     return path
+
+
+def storage_named_again_larger(numel: int = 10 ** 9) -> bytes:
+    """Key ``0`` named with 1 float, then again with ``numel``: torch reuses the first (4-byte) storage,
+    and a view of ``numel`` floats over the second name would grow it with ``set_``."""
+    def tensor(size):
+        storage = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + long1(size) \
+            + TUPLE + b'Q'
+        return (glob('torch._utils', '_rebuild_tensor_v2') + MARK + storage + b'K\x00' + long1(size) + TUPLE1
+                + b'K\x01' + TUPLE1 + NEWFALSE + glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + TUPLE
+                + REDUCE)
+    return (PROTO + EMPTY_DICT + text('state_dict') + EMPTY_DICT + text('a') + tensor(1) + SETITEM + text('b')
+            + tensor(numel) + SETITEM + SETITEM + STOP)

@@ -25,7 +25,7 @@ from hostile_checkpoints import (Reduce, arrays_sharing_bytes, bools_of_bytes, b
                                  tensor_dict_swapped, parameter_state_inside_rebuild, records_sharing_bytes,
                                  storage_keys_differing_in_case, view_beyond_storage, build_pairs_on_an_ordered_dict,
                                  build_on_a_storage, int_persistent_id, complex_of_a_huge_int, tensor_of_many_dims,
-                                 safetensors_file,
+                                 safetensors_file, storage_named_again_larger,
                                  sparse_out_of_range, state_dict_with_attribute, tensor_set_by_build, text,
                                  two_central_directories, with_metadata, with_pickle, with_state, zip64_second_directory,
                                  lists_nested_while_empty)
@@ -291,6 +291,7 @@ def test_a_view_is_checked_before_any_storage_is_made(tmp_path):
     GPU makes resizable storages) is never called; a legitimate file loads through the same map_location."""
     hostile, good = tmp_path / 'grow.pth', tmp_path / 'good.pth'
     torch.save({'state_dict': {'w': view_beyond_storage()}}, str(hostile))
+    named_again = with_pickle(tmp_path / 'named_again.pth', storage_named_again_larger(), {'x': torch.ones(1)})
     torch.save({'state_dict': {'w': torch.arange(4.)[1:]}}, str(good))
     script = ('import json, sys, torch, ghost_backbones\n'
               'from ghost_backbones.checkpoint import CheckpointError, load_checkpoint_file\n'
@@ -308,10 +309,11 @@ def test_a_view_is_checked_before_any_storage_is_made(tmp_path):
               '    except CheckpointError as error:\n'
               '        out[path] = [str(error), len(calls)]\n'
               'print(json.dumps(out))\n')
-    result = subprocess.run([sys.executable, '-c', script, str(hostile), str(good)], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, '-c', script, str(hostile), str(named_again), str(good)],
+                            capture_output=True, text=True, timeout=120)
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert 'viewing 4000000000 bytes of a 4-byte storage' in out[str(hostile)][0] and out[str(hostile)][1] == 0
+    for path in (hostile, named_again):  # (torch reuses the 4-byte storage loaded first for a key named again)
+        assert 'viewing 4000000000 bytes of a 4-byte storage' in out[str(path)][0] and out[str(path)][1] == 0
     assert out[str(good)] == [[1.0, 2.0, 3.0], 1]
 
 
