@@ -57,10 +57,10 @@ class Kind:
     """What the scan knows of a stack item: its kind, a short value, and for lists / dicts whether
     every element or key so far hashes without collisions."""
 
-    __slots__ = ('kind', 'value', 'safe_items', 'items', 'depth')  # one per pickled item: kept small
+    __slots__ = ('kind', 'value', 'safe_items', 'items', 'depth', 'used')  # one per pickled item: kept small
 
     def __init__(self, kind: str, value=None, safe_items: bool = True, items=()):
-        self.kind, self.value, self.safe_items, self.items = kind, value, safe_items, items
+        self.kind, self.value, self.safe_items, self.items, self.used = kind, value, safe_items, items, False
         self.depth = 1 + max((item.depth for item in items), default=0)
         if self.depth > MAX_DEPTH:
             raise Refused(f'containers nested more than {MAX_DEPTH} deep')
@@ -172,7 +172,7 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
     """Follow the pickle's opcodes with kinds on the stack; refuse what data never needs."""
     stack, marks, memo = [], [], {}
     storages = StorageRecords(file_size)
-    history_buffers = 0
+    history_buffers = tensors = 0
 
     def pop_mark():
         nonlocal stack
@@ -196,7 +196,7 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
                 raise Refused(f'the global {full}')
             stack.append(Kind('global', full))
         elif name == 'REDUCE':
-            args = stack.pop()
+            args = use_once(stack.pop(), 'the arguments of a call')
             stack[-1] = reduce_kind(stack[-1], args)
         elif name == 'NEWOBJ':
             stack.pop()
@@ -257,14 +257,16 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
             stack.append(Kind('int', arg))
         elif name == 'BINFLOAT':
             stack.append(FLOAT)
-        elif name in ('BINUNICODE', 'SHORT_BINSTRING'):
+        elif name == 'BINUNICODE':
             stack.append(Kind('str', arg))
+        elif name == 'SHORT_BINSTRING':  # genops decodes it as latin-1, torch's unpickler as UTF-8: as torch
+            stack.append(Kind('str', arg.encode('latin-1').decode('utf-8')))
         elif name == 'NONE':
             stack.append(NONE)
         elif name in ('NEWTRUE', 'NEWFALSE'):
             stack.append(BOOL)
         elif name == 'BINPERSID':
-            stack[-1] = storages.add(stack[-1])
+            stack[-1] = storages.add(use_once(stack[-1], 'a storage\'s persistent id'))
         elif name in ('BINGET', 'LONG_BINGET'):
             if arg not in memo:
                 raise ValueError(f'memo entry {arg} read before it is written')
@@ -280,6 +282,19 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
             if history_buffers > MAX_HISTORY_BUFFERS:
                 raise Refused(f'more than {MAX_HISTORY_BUFFERS} HistoryBuffers (a MessageHub holds one per logged '
                               'value)')
+        if name == 'REDUCE' and stack[-1].kind == 'tensor':
+            tensors += 1
+            if tensors > MAX_TENSORS:
+                raise Refused(f'more than {MAX_TENSORS} tensors (each costs some 30 us and 600 bytes to rebuild)')
+
+
+def use_once(item: Kind, what: str) -> Kind:
+    """``item``, marked used: pickle writes each call's arguments and each persistent id afresh, so
+    one used again comes from the memo (a 3-byte reference re-running a call or re-reading a record)."""
+    if item.used:
+        raise Refused(f'{what} used again through the memo (torch.save writes each afresh)')
+    item.used = True
+    return item
 
 
 class StorageRecords:
@@ -296,6 +311,8 @@ class StorageRecords:
         if kinds != ('str', 'global', 'str', 'str', 'int') or items[0].value != 'storage' or items[4].value < 0:
             raise Refused(f'a persistent id of the form {kinds or saved_id.describe()} (torch.save writes '
                           '(\'storage\', storage type, key, location, size))')
+        if items[3].value.lower().startswith('meta'):  # torch caches no meta storage: each reference re-reads
+            raise Refused(f'a storage at the location {items[3].value!r} (no data)')
         element_size = storage_element_sizes().get(items[1].value)
         if element_size is None:
             raise Refused(f'a storage of type {items[1].value}')
@@ -374,6 +391,7 @@ BUILD_TARGETS = ('dict', 'placeholder', 'history buffer')
 PLACEHOLDERS = ('numpy.dtype', 'numpy.core.multiarray._reconstruct', 'numpy._core.multiarray._reconstruct')
 HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
 MAX_HISTORY_BUFFERS = 10_000  # each is built with numpy arrays: ~30 us and ~1 kB
+MAX_TENSORS = 100_000  # a large model's Runner checkpoint (weights and two optimizer states) holds some 10**4
 # what torch.save, numpy and mmengine call in a checkpoint (REDUCE), and create (NEWOBJ)
 TENSOR_REBUILDERS = {f'torch._utils.{name}' for name in (
     '_rebuild_tensor', '_rebuild_tensor_v2', '_rebuild_tensor_v3', '_rebuild_parameter',

@@ -489,9 +489,9 @@ def parameter_state_inside_rebuild() -> Reduce:
                    (torch._utils._rebuild_parameter_with_state, torch.nn.Parameter, inner, None)))
 
 
-def storage_ids(keys, numel: int) -> bytes:
+def storage_ids(keys, numel: int, location: str = 'cpu') -> bytes:
     """A list of bare storages, one persistent id per key, ``numel`` floats each."""
-    ids = b''.join(MARK + text('storage') + glob('torch', 'FloatStorage') + text(key) + text('cpu') + long1(numel)
+    ids = b''.join(MARK + text('storage') + glob('torch', 'FloatStorage') + text(key) + text(location) + long1(numel)
                    + TUPLE + b'Q' for key in keys)
     return PROTO + EMPTY_DICT + text('meta') + EMPTY_LIST + MARK + ids + APPENDS + SETITEM + STOP
 
@@ -595,3 +595,55 @@ def storage_named_again_larger(numel: int = 10 ** 9) -> bytes:
                 + REDUCE)
     return (PROTO + EMPTY_DICT + text('state_dict') + EMPTY_DICT + text('a') + tensor(1) + SETITEM + text('b')
             + tensor(numel) + SETITEM + SETITEM + STOP)
+
+
+# ---------------------------------------------------------------------------- found by the seventh review
+
+def meta_storage_references(path, count: int = 1000, nbytes: int = 1 << 16):
+    """``count`` persistent ids of one ``nbytes`` record at the location ``'meta'``: torch caches no meta
+    storage, so each reads the record again (4 MB x 500 references: 2 GB during the load)."""
+    return with_pickle(path, storage_ids(['0'] * count, nbytes // 4, location='meta'), {'x': torch.zeros(nbytes // 4)})
+
+
+def key_decoded_as_torch_decodes(path, numel: int = 1 << 18):
+    """The key ``'\u00e9'`` as BINUNICODE (a 16-byte complex128 storage), then as SHORT_BINSTRING (UTF-8
+    bytes, which torch decodes as UTF-8 and pickletools as latin-1: another key for a check that reads them
+    so) naming ``numel`` bytes: torch reuses the 16-byte storage, a view of ``numel`` complex numbers grows it."""
+    key = '\u00e9'
+    first = MARK + text('storage') + glob('torch', 'ComplexDoubleStorage') + text(key) + text('cpu') + long1(1) \
+        + TUPLE + b'Q'
+    raw = key.encode()
+    second = MARK + text('storage') + glob('torch', 'ByteStorage') + b'U' + bytes([len(raw)]) + raw + text('cpu') \
+        + long1(numel) + TUPLE + b'Q'
+
+    def tensor(storage, size):
+        return (glob('torch._utils', '_rebuild_tensor_v2') + MARK + storage + b'K\x00' + long1(size) + TUPLE1
+                + b'K\x01' + TUPLE1 + NEWFALSE + glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + TUPLE
+                + REDUCE)
+    payload = (PROTO + EMPTY_DICT + text('a') + tensor(first, 1) + SETITEM + text('b') + tensor(second, numel)
+               + SETITEM + text('pad') + text('p' * numel) + SETITEM + STOP)  # (the file as large as the bytes named)
+    with_pickle(path, payload, {'x': torch.zeros(1, dtype=torch.complex128)})
+    with zipfile.ZipFile(path) as source:
+        entries = [(info.filename, source.read(info.filename)) for info in source.infolist()]
+    with zipfile.ZipFile(path, 'w') as target:
+        for name, data in entries:
+            target.writestr(name[:-1] + key if name.endswith('data/0') else name, data)
+    return path
+
+
+def calls_of_memoized_arguments(count: int = 100_000) -> bytes:
+    """One tensor rebuild's arguments memoized and called again ``count`` times (3 bytes per tensor)."""
+    storage = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + b'K\x01' + TUPLE + b'Q'
+    args = (MARK + storage + b'K\x00' + b'K\x01' + TUPLE1 + b'K\x01' + TUPLE1 + NEWFALSE
+            + glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + TUPLE + b'q\x01')
+    rebuild = glob('torch._utils', '_rebuild_tensor_v2') + BINPUT0
+    calls = rebuild + args + REDUCE + (BINGET0 + b'h\x01' + REDUCE) * count
+    return PROTO + EMPTY_DICT + text('w') + EMPTY_LIST + MARK + calls + APPENDS + SETITEM + STOP
+
+
+def persistent_id_referenced_again(count: int = 100_000) -> bytes:
+    """One (empty) storage's persistent id memoized and given again ``count`` times: torch caches no empty
+    storage, so each reference reads its record again."""
+    pid = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + b'K\x00' + TUPLE + BINPUT0
+    return PROTO + EMPTY_DICT + text('meta') + EMPTY_LIST + MARK + pid + b'Q' + (BINGET0 + b'Q') * count + APPENDS \
+        + SETITEM + STOP

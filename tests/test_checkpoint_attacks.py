@@ -25,7 +25,9 @@ from hostile_checkpoints import (Reduce, arrays_sharing_bytes, bools_of_bytes, b
                                  tensor_dict_swapped, parameter_state_inside_rebuild, records_sharing_bytes,
                                  storage_keys_differing_in_case, view_beyond_storage, build_pairs_on_an_ordered_dict,
                                  build_on_a_storage, int_persistent_id, complex_of_a_huge_int, tensor_of_many_dims,
-                                 safetensors_file, storage_named_again_larger,
+                                 safetensors_file, storage_named_again_larger, meta_storage_references,
+                                 key_decoded_as_torch_decodes, calls_of_memoized_arguments,
+                                 persistent_id_referenced_again,
                                  sparse_out_of_range, state_dict_with_attribute, tensor_set_by_build, text,
                                  two_central_directories, with_metadata, with_pickle, with_state, zip64_second_directory,
                                  lists_nested_while_empty)
@@ -218,6 +220,16 @@ def hostile_files(tmp_path, marker):
             ('st_many_dims', {'w': {'dtype': 'U8', 'shape': [1] * 200, 'data_offsets': [0, 1]}}, b'\0',
              'a tensor of 200 dimensions')):
         files[name] = (safetensors_file(tmp_path / f'{name}.safetensors', header, data), thing)
+    # seventh review: records read again for each reference (a meta storage, an empty one), a key the check
+    # decoded otherwise than torch, one call's arguments called 100,000 times
+    files['meta_storage_references'] = (meta_storage_references(tmp_path / 'meta_storage_references.pth'),
+                                        "a storage at the location 'meta'")
+    files['key_decoded_as_torch_decodes'] = (key_decoded_as_torch_decodes(tmp_path / 'key_decoded.pth'),
+                                             'viewing 4194304 bytes of a 16-byte storage')
+    raw('calls_of_memoized_arguments', calls_of_memoized_arguments(), 'the arguments of a call used again')
+    files['persistent_id_referenced_again'] = (
+        with_pickle(tmp_path / 'persistent_id_referenced_again.pth', persistent_id_referenced_again(),
+                    {'x': torch.zeros(0)}), "a storage's persistent id used again")
     return files
 
 
@@ -591,6 +603,18 @@ def test_the_tensor_check_refuses_what_the_scan_already_keeps_out():
     assert finalize({'a': shared, 'b': shared[:2], 'c': [shared[50:]]}, file_size=400)['b'].shape == (2,)
     with pytest.raises(Refused, match='storages hold 404 bytes, in a 400-byte file'):
         finalize({'a': shared, 'b': torch.ones(1)}, file_size=400)
+
+
+def test_the_number_of_tensors_is_bounded_before_unpickling(monkeypatch):
+    """Each tensor rebuild costs some 30 us and 600 bytes; the scan counts them (fresh arguments each)."""
+    from ghost_backbones import checkpoint_scan
+    from ghost_backbones.checkpoint import UnsafeCheckpointError, load_checkpoint_bytes
+    from hostile_checkpoints import zip_bytes
+    data = zip_bytes({f'w{i}': torch.ones(1) for i in range(4)})
+    assert len(load_checkpoint_bytes(data, 'four.pth')) == 4
+    monkeypatch.setattr(checkpoint_scan, 'MAX_TENSORS', 3)
+    with pytest.raises(UnsafeCheckpointError, match='more than 3 tensors'):
+        load_checkpoint_bytes(data, 'four.pth')
 
 
 def test_an_endless_or_silent_download_stops_and_caches_nothing(tmp_path, file_server):
