@@ -361,17 +361,18 @@ def check_tensor_view(func: str, arguments) -> None:
     resizable), so a 4-byte storage would become gigabytes before any walk saw the tensor."""
     if func in ('torch._utils._rebuild_parameter', 'torch._utils._rebuild_parameter_with_state'):
         return  # wraps a tensor rebuilt (and checked) before
-    storage, offset, size, stride = (arguments + (None,) * 4)[:4]
+    if len(arguments) < 4 or arguments[0].kind != 'storage':
+        raise Refused(f'{func} without a storage, offset, size and strides (torch.save writes them)')
+    storage, offset, size, stride = arguments[:4]
     if func == 'torch._utils._rebuild_tensor_v3':
-        dtype = arguments[6] if len(arguments) > 6 else None
-        element_size = dtype_sizes().get(dtype.value) if dtype is not None and dtype.kind == 'global' else None
+        dtype = arguments[6] if len(arguments) > 6 else NONE
+        element_size = dtype_sizes().get(dtype.value) if dtype.kind == 'global' else None
     else:
-        element_size = storage.value[1] if storage is not None and storage.kind == 'storage' else None
-    if storage is None or storage.kind != 'storage' or element_size is None:
-        raise Refused(f'{func} without a storage and dtype (torch.save writes them)')
-    numbers = [offset, *getattr(size, 'items', [None]), *getattr(stride, 'items', [None])]
+        element_size = storage.value[1]
+    if element_size is None:
+        raise Refused(f'{func} without a dtype (torch.save writes one)')
     if (size.kind, stride.kind) != ('tuple', 'tuple') or len(size.items) != len(stride.items) or not all(
-            n is not None and n.kind == 'int' and n.value >= 0 for n in numbers):
+            n.kind == 'int' and n.value >= 0 for n in (offset, *size.items, *stride.items)):
         raise Refused(f'{func} with a shape and strides not written as non-negative numbers')
     if len(size.items) > MAX_DIMS:
         raise Refused(f'a tensor of {len(size.items)} dimensions (at most {MAX_DIMS})')

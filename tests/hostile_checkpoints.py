@@ -647,3 +647,10 @@ def persistent_id_referenced_again(count: int = 100_000) -> bytes:
     pid = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + b'K\x00' + TUPLE + BINPUT0
     return PROTO + EMPTY_DICT + text('meta') + EMPTY_LIST + MARK + pid + b'Q' + (BINGET0 + b'Q') * count + APPENDS \
         + SETITEM + STOP
+
+
+def tensor_rebuild_of_two_arguments() -> bytes:
+    """``_rebuild_tensor_v2(storage, 0)``: no size or strides for the view check to read."""
+    storage = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + b'K\x01' + TUPLE + b'Q'
+    return (PROTO + EMPTY_DICT + text('w') + glob('torch._utils', '_rebuild_tensor_v2') + storage + b'K\x00' + TUPLE2
+            + REDUCE + SETITEM + STOP)

@@ -27,7 +27,7 @@ from hostile_checkpoints import (Reduce, arrays_sharing_bytes, bools_of_bytes, b
                                  build_on_a_storage, int_persistent_id, complex_of_a_huge_int, tensor_of_many_dims,
                                  safetensors_file, storage_named_again_larger, meta_storage_references,
                                  key_decoded_as_torch_decodes, calls_of_memoized_arguments,
-                                 persistent_id_referenced_again,
+                                 persistent_id_referenced_again, tensor_rebuild_of_two_arguments,
                                  sparse_out_of_range, state_dict_with_attribute, tensor_set_by_build, text,
                                  two_central_directories, with_metadata, with_pickle, with_state, zip64_second_directory,
                                  lists_nested_while_empty)
@@ -227,6 +227,9 @@ def hostile_files(tmp_path, marker):
     files['key_decoded_as_torch_decodes'] = (key_decoded_as_torch_decodes(tmp_path / 'key_decoded.pth'),
                                              'viewing 4194304 bytes of a 16-byte storage')
     raw('calls_of_memoized_arguments', calls_of_memoized_arguments(), 'the arguments of a call used again')
+    files['tensor_rebuild_of_two_arguments'] = (
+        with_pickle(tmp_path / 'two_arguments.pth', tensor_rebuild_of_two_arguments(), {'x': torch.ones(1)}),
+        'without a storage, offset, size and strides')
     files['persistent_id_referenced_again'] = (
         with_pickle(tmp_path / 'persistent_id_referenced_again.pth', persistent_id_referenced_again(),
                     {'x': torch.zeros(0)}), "a storage's persistent id used again")
