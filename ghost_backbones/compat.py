@@ -64,8 +64,10 @@ upstream OpenMMLab (distributions ``mmengine``, ``mmdet``, ...) and its maintain
    mmseg's ``MMSegInferencer``, mmpretrain's) given ``weights=`` and no ``model=`` evaluates the
    config text of the checkpoint with ``Config.fromstring(..., '.py')``. The text is read as data
    instead (:mod:`ghost_backbones.config_text`: literals and ``dict(...)`` only, as
-   ``Config.pretty_text`` writes; its ``custom_imports`` are not imported); other text is refused,
-   naming the line, with the advice to pass ``model=``.
+   ``Config.pretty_text`` writes; its ``custom_imports`` are not imported), and may name only
+   registered types and OpenMMLab scopes, hold no string that could be evaluated into a call, and
+   has its visualizer's backends dropped; other text is refused, naming the line or key, with the
+   advice to pass ``model=``.
 """
 import functools
 
@@ -355,9 +357,10 @@ def inferencer_config_as_data(infer_module) -> None:
     @functools.wraps(init_model)
     def init_model_fixed(self, cfg, weights, device='cpu'):
         if not cfg and weights is not None:
-            from .config_text import config_from_text
+            from .config_text import checked_inferencer_config, config_from_text
             checkpoint = infer_module._load_checkpoint(weights, map_location='cpu')
-            cfg.update(infer_module.ConfigDict(config_from_text(saved_config_text(checkpoint, weights), weights)))
+            config = config_from_text(saved_config_text(checkpoint, weights), weights)
+            cfg.update(infer_module.ConfigDict(checked_inferencer_config(config, weights)))
         return init_model(self, cfg, weights, device)
 
     setattr(init_model_fixed, FIXED_MARK, True)

@@ -3,6 +3,7 @@
 process), and trust by content. The hostile files are in test_checkpoint_attacks.py."""
 import asyncio
 import collections
+import copy
 import hashlib
 import json
 import os
@@ -126,8 +127,11 @@ from ghost_backbones.checkpoint import CheckpointError
 out = {}
 for path in sys.argv[1:]:
     try:
-        model = DetInferencer(weights=path, device='cpu', show_progress=False).model
-        out[path] = ['built', type(model.backbone).__name__, model.backbone.conv_stem.weight.flatten()[:4].tolist()]
+        inferencer = DetInferencer(weights=path, device='cpu', show_progress=False)
+        result = inferencer(torch.zeros(160, 160, 3, dtype=torch.uint8).numpy(), return_vis=True)
+        model = inferencer.model
+        out[path] = ['built', type(model.backbone).__name__, model.backbone.conv_stem.weight.flatten()[:4].tolist(),
+                     len(inferencer.visualizer._vis_backends), len(result['predictions'])]
     except CheckpointError as error:
         out[path] = [type(error).__name__, str(error)]
 print(json.dumps(out))
@@ -137,7 +141,10 @@ print(json.dumps(out))
 def test_an_inferencer_never_runs_the_config_text_of_a_checkpoint(tmp_path):
     """Fix 8 of compat: mmengine's inferencers given weights alone evaluated the checkpoint's config
     text as Python. It is read as data: a checkpoint whose config is what mmengine writes builds its
-    model; one whose config holds code (meta['cfg'] or the MessageHub's) is refused naming the line."""
+    model and infers (its visualizer writing nowhere the file says); one whose config holds code
+    (meta['cfg'] or the MessageHub's), a type no registry holds (mmengine imports it by its dotted name
+    and calls it), a string mmcv evaluates (the NMS type) or a scope of no OpenMMLab package (mmengine
+    imports it) is refused naming what and where; nothing runs or is imported."""
     from helpers import DET_CONFIG
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
@@ -145,22 +152,44 @@ def test_an_inferencer_never_runs_the_config_text_of_a_checkpoint(tmp_path):
     cfg = Config.fromfile(DET_CONFIG)
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = MODELS.build(cfg.model)
-    marker = tmp_path / 'ran'
-    payload = f"__import__('os').system('touch {marker}')\n"
-    good, in_meta, in_hub = tmp_path / 'good.pth', tmp_path / 'in_meta.pth', tmp_path / 'in_hub.pth'
-    torch.save({'state_dict': model.state_dict(), 'meta': {'cfg': cfg.pretty_text}}, str(good))
-    torch.save({'state_dict': model.state_dict(), 'meta': {'cfg': payload + cfg.pretty_text}}, str(in_meta))
-    torch.save({'state_dict': model.state_dict(), 'meta': {'cfg': cfg.pretty_text},
-                'message_hub': {'runtime_info': {'cfg': f'model = {payload}'}}}, str(in_hub))
-    result = subprocess.run([sys.executable, '-c', INFERENCER_SCRIPT, str(good), str(in_meta), str(in_hub)],
-                            capture_output=True, text=True, timeout=300)
+    marker, written = tmp_path / 'ran', tmp_path / 'written'
+    (tmp_path / 'marker_package').mkdir()
+    (tmp_path / 'marker_package' / '__init__.py').write_text(f'open({str(marker)!r}, "w").close()\n')
+    payload = f"__import__('os').system('touch {marker}')"
+
+    def variant(**changes):
+        changed = copy.deepcopy(cfg)
+        for key, value in changes.items():
+            changed.merge_from_dict({key: value})
+        return changed.pretty_text
+
+    files = {
+        'good': {'meta': {'cfg': variant(**{'visualizer.vis_backends': [dict(type='LocalVisBackend',
+                                                                             save_dir=str(written))]})}},
+        'in_meta': {'meta': {'cfg': payload + '\n' + cfg.pretty_text}},
+        'in_hub': {'meta': {'cfg': cfg.pretty_text}, 'message_hub': {'runtime_info': {'cfg': f'model = {payload}'}}},
+        'dotted_type': {'meta': {'cfg': variant(**{'model.data_preprocessor': dict(type='os.system',
+                                                                                   command=f'touch {marker}')})}},
+        'evaluated_string': {'meta': {'cfg': variant(**{'model.test_cfg.nms.type': f"{payload} or 'nms'"})}},
+        'scope': {'meta': {'cfg': variant(**{'model._scope_': 'marker_package'})}},
+    }
+    paths = []
+    for name, content in files.items():
+        paths.append(tmp_path / f'{name}.pth')
+        torch.save(dict(content, state_dict=model.state_dict()), str(paths[-1]))
+    result = subprocess.run([sys.executable, '-c', INFERENCER_SCRIPT, *map(str, paths)], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
     assert result.returncode == 0, result.stderr[-2000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out[str(good)] == ['built', 'GhostNet', model.backbone.conv_stem.weight.flatten()[:4].tolist()]
-    assert out[str(in_meta)][0] == 'UnsafeCheckpointError' and 'at line 1, a statement other than' in out[str(in_meta)][1]
-    assert out[str(in_hub)][0] == 'UnsafeCheckpointError' and "the expression \"__import__('os')" in out[str(in_hub)][1]
-    assert str(in_hub) in out[str(in_hub)][1] and 'model=<config.py>' in out[str(in_hub)][1]
-    assert not marker.exists()
+    out = {os.path.basename(path)[:-4]: value for path, value in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+    assert out['good'] == ['built', 'GhostNet', model.backbone.conv_stem.weight.flatten()[:4].tolist(), 0, 1]
+    expected = {'in_meta': 'at line 1, a statement other than', 'in_hub': "the expression \"__import__('os')",
+                'dotted_type': "names the type 'os.system' at cfg.model.data_preprocessor",
+                'evaluated_string': 'at cfg.model.test_cfg.nms.type, which mmcv or mmdet could evaluate',
+                'scope': "names the scope 'marker_package' at cfg.model"}
+    for name, words in expected.items():
+        assert out[name][0] == 'UnsafeCheckpointError' and words in out[name][1], (name, out[name])
+        assert f'{name}.pth' in out[name][1] and 'model=<config.py>' in out[name][1]
+    assert not marker.exists() and not written.exists()
 
 
 def test_config_text_reads_what_mmengine_writes():
