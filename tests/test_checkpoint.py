@@ -198,13 +198,14 @@ def test_config_text_reads_what_mmengine_writes():
     import glob
     from helpers import CONFIGS
     from mmengine.config import Config
-    from ghost_backbones.config_text import config_from_text
+    from ghost_backbones.config_text import checked_inferencer_config, config_from_text
     paths = [p for p in sorted(glob.glob(os.path.join(CONFIGS, '*', '*.py'))) if not os.path.basename(p).startswith('_')]
     assert len(paths) >= 20
     for path in paths:
         text = Config.fromfile(path).pretty_text
-        assert Config(config_from_text(text, path))._cfg_dict.to_dict() == \
-            Config.fromstring(text, '.py')._cfg_dict.to_dict(), path
+        config = config_from_text(text, path)
+        assert Config(config)._cfg_dict.to_dict() == Config.fromstring(text, '.py')._cfg_dict.to_dict(), path
+        checked_inferencer_config(config, path)  # registered types and OpenMMLab scopes only: each of ours passes
     for text, what in (('x = [i for i in range(3)]', 'the expression'), ('import os', 'a statement other than'),
                        ('x = {[1]: 2}', 'a value Python cannot build'), ('x = (', 'not readable config text'),
                        ('x = dict(**y)', 'the expression')):
