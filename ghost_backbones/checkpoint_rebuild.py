@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .checkpoint_errors import Refused
+from .checkpoint_scan import MAX_DIMS
 
 NUMERIC_KINDS = 'biufc'  # bool, signed / unsigned int, float, complex
 STATISTICS_NAMES = ('min', 'max', 'current', 'mean')  # what mmengine's HistoryBuffer registers
@@ -87,7 +88,7 @@ class PendingArray:
             raise Refused('numpy array state of unexpected form')
         shape, dtype, fortran, raw = state[-4:]
         dtype = real_dtype(dtype)
-        if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
+        if not (isinstance(shape, tuple) and len(shape) <= MAX_DIMS and all(type(n) is int and n >= 0 for n in shape)):
             raise Refused(f'numpy array shape {short(shape)}')
         if not isinstance(raw, (bytes, bytearray)) or len(raw) != math.prod(shape) * dtype.itemsize:  # (exact: no overflow)
             raise Refused(f'numpy array of shape {shape} and dtype {dtype}: its data is not {dtype.itemsize}-byte '

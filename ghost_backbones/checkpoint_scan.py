@@ -57,16 +57,18 @@ class Kind:
     """What the scan knows of a stack item: its kind, a short value, and for lists / dicts whether
     every element or key so far hashes without collisions."""
 
-    __slots__ = ('kind', 'value', 'safe_items', 'items', 'depth', 'used')  # one per pickled item: kept small
+    __slots__ = ('kind', 'value', 'safe_items', 'items', 'depth', 'used', 'length')  # one per pickled item: small
 
     def __init__(self, kind: str, value=None, safe_items: bool = True, items=()):
         self.kind, self.value, self.safe_items, self.items, self.used = kind, value, safe_items, items, False
+        self.length = len(items)
         self.depth = 1 + max((item.depth for item in items), default=0)
         if self.depth > MAX_DEPTH:
             raise Refused(f'containers nested more than {MAX_DEPTH} deep')
 
     def contains(self, item: 'Kind') -> None:
         """An item added to this list or dictionary: it is as deep as its deepest item, plus one."""
+        self.length += 1
         self.depth = max(self.depth, item.depth + 1)
         if self.depth > MAX_DEPTH:
             raise Refused(f'containers nested more than {MAX_DEPTH} deep')
@@ -81,6 +83,7 @@ class Kind:
 
 
 NONE, BOOL, FLOAT = Kind('none'), Kind('bool'), Kind('float')  # atoms, shared (never changed)
+ATOMS = (NONE, BOOL, FLOAT)
 
 
 def global_name(arg: str) -> str:
@@ -172,7 +175,7 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
     """Follow the pickle's opcodes with kinds on the stack; refuse what data never needs."""
     stack, marks, memo = [], [], {}
     storages = StorageRecords(file_size)
-    history_buffers = tensors = 0
+    history_buffers = tensors = copied = 0
 
     def pop_mark():
         nonlocal stack
@@ -197,6 +200,10 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
             stack.append(Kind('global', full))
         elif name == 'REDUCE':
             args = use_once(stack.pop(), 'the arguments of a call')
+            copied += copied_by(stack[-1], args)
+            if copied > file_size:
+                raise Refused(f'calls copying {copied} items or characters, in a {file_size}-byte file (what they '
+                              'copy reused through the memo)')
             stack[-1] = reduce_kind(stack[-1], args)
         elif name == 'NEWOBJ':
             stack.pop()
@@ -205,7 +212,7 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
                 raise Refused(f'creating a {cls.describe()} (NEWOBJ)')
             stack.append(Kind('dict', cls.value) if cls.value in DICT_TYPES else Kind('history buffer'))
         elif name == 'BUILD':
-            state = stack.pop()
+            state = use_once(stack.pop(), 'the state given by BUILD')
             if stack[-1].kind == 'tensor':
                 # torch's unpickler would call Tensor.set_(*state): a legacy form torch.save never writes,
                 # re-pointing a rebuilt tensor at any storage, offset, size and strides
@@ -289,12 +296,30 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
 
 
 def use_once(item: Kind, what: str) -> Kind:
-    """``item``, marked used: pickle writes each call's arguments and each persistent id afresh, so
-    one used again comes from the memo (a 3-byte reference re-running a call or re-reading a record)."""
+    """``item``, marked used: pickle writes each call's arguments, each persistent id and each BUILD
+    state afresh, so one used again comes from the memo (a 3-byte reference re-running a call,
+    re-reading a record, or giving 100,000 keys to one more OrderedDict). Atoms are shared, never used up."""
+    if item in ATOMS:
+        return item
     if item.used:
         raise Refused(f'{what} used again through the memo (torch.save writes each afresh)')
     item.used = True
     return item
+
+
+COPYING_CALLS = ('builtins.set', 'collections.Counter', 'torch.Size', '_codecs.encode')
+
+
+def copied_by(func: Kind, args: Kind) -> int:
+    """How many items (characters for ``_codecs.encode``) a call copies from its first argument: a
+    memoized list, dict, tuple or string copied again by each call of a few bytes (1 MB of text
+    encoded a thousand times: a gigabyte)."""
+    if func.kind != 'global' or func.value not in COPYING_CALLS or args.kind != 'tuple' or not args.items:
+        return 0
+    first = args.items[0]
+    if first.kind == 'str':
+        return len(first.value)
+    return max(first.length, len(first.items))
 
 
 class StorageRecords:

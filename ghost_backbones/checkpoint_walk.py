@@ -79,7 +79,7 @@ class Finalizer:
     ``MAX_TREE_ITEMS`` (they can share one pickled list)."""
 
     def __init__(self, file_size: int):
-        self.file_size, self.memo, self.storages = file_size, {}, {}
+        self.file_size, self.memo, self.storages, self.metadata_checked = file_size, {}, {}, set()
         self.array_bytes = self.history_values = 0
 
     def visit(self, obj):
@@ -136,7 +136,11 @@ class Finalizer:
                 raise Refused(f'a dictionary key {short(key)} (keys are strings and small ints)')
             obj[key] = self.visit(value)
         if '_metadata' in attributes:
-            attributes['_metadata'] = self.visit(checked_metadata(attributes['_metadata']))
+            metadata = attributes['_metadata']
+            if id(metadata) not in self.metadata_checked:  # (once, however many dictionaries share it)
+                checked_metadata(metadata)
+                self.metadata_checked.add(id(metadata))
+            attributes['_metadata'] = self.visit(metadata)
 
     def visit_tensor(self, tensor: torch.Tensor) -> None:
         check_tensor(tensor)

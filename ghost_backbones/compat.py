@@ -360,6 +360,10 @@ def inferencer_config_as_data(infer_module) -> None:
             from .config_text import checked_inferencer_config, config_from_text
             checkpoint = infer_module._load_checkpoint(weights, map_location='cpu')
             config = config_from_text(saved_config_text(checkpoint, weights), weights)
+            if not isinstance(config.get('model'), dict):
+                from .checkpoint_errors import CheckpointError
+                raise CheckpointError(f'the config saved in {weights} has no model: give the inferencer '
+                                      'model=<config.py>')
             cfg.update(infer_module.ConfigDict(checked_inferencer_config(config, weights)))
         return init_model(self, cfg, weights, device)
 

@@ -26,6 +26,9 @@ def config_from_text(text: str, source: str) -> dict:
     a list / tuple / dict / set of them or ``dict(key=value, ...)`` raises UnsafeCheckpointError."""
     if not isinstance(text, str):
         raise UnsafeCheckpointError(f'the config saved in {source} is a {type(text).__name__}, not config text')
+    if len(text) > MAX_TEXT:
+        raise UnsafeCheckpointError(f'the config saved in {source} is {len(text)} characters long (a dumped config '
+                                    f'is some 20,000; at most {MAX_TEXT} are read)')
     try:
         tree = ast.parse(text, mode='exec')
     except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
@@ -43,6 +46,18 @@ def config_from_text(text: str, source: str) -> dict:
     return config
 
 
+MAX_TEXT = 256 * 1024  # mmdet's and this repository's largest dumped configs: ~24,000 characters
+HASH_MODULUS = 2 ** 61 - 1  # ints below it hash to themselves: as dictionary keys they cannot collide
+
+
+def hashable_key(value, node: ast.AST, source: str):
+    """A dictionary key or set item: a string, bool, None or int of identity hash (as the checkpoint scan's
+    rule: hash-colliding numbers take minutes to insert)."""
+    if value is None or isinstance(value, (str, bool)) or type(value) is int and abs(value) < HASH_MODULUS:
+        return value
+    raise refusal(source, node, f'the dictionary key or set item {str(value)[:40]!r}')
+
+
 def literal(node: ast.AST, source: str):
     """The value of a literal node (see :func:`config_from_text`)."""
     if isinstance(node, ast.Constant):
@@ -55,9 +70,10 @@ def literal(node: ast.AST, source: str):
     if isinstance(node, ast.Tuple):
         return tuple(literal(item, source) for item in node.elts)
     if isinstance(node, ast.Set):
-        return {literal(item, source) for item in node.elts}
+        return {hashable_key(literal(item, source), item, source) for item in node.elts}
     if isinstance(node, ast.Dict) and None not in node.keys:
-        return {literal(key, source): literal(value, source) for key, value in zip(node.keys, node.values)}
+        return {hashable_key(literal(key, source), key, source): literal(value, source)
+                for key, value in zip(node.keys, node.values)}
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict' \
             and (not node.args or len(node.args) == 1 and isinstance(node.args[0], ast.Dict)) \
             and all(keyword.arg is not None for keyword in node.keywords):

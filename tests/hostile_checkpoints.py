@@ -654,3 +654,46 @@ def tensor_rebuild_of_two_arguments() -> bytes:
     storage = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + b'K\x01' + TUPLE + b'Q'
     return (PROTO + EMPTY_DICT + text('w') + glob('torch._utils', '_rebuild_tensor_v2') + storage + b'K\x00' + TUPLE2
             + REDUCE + SETITEM + STOP)
+
+
+# ---------------------------------------------------------------------------- found by the eighth review
+
+SETITEMS, BINPUT1, BINGET1 = b'u', b'q\x01', b'h\x01'
+
+
+def kept_beside(item: bytes, items: bytes) -> bytes:
+    """``{'keep': item, 'meta': [items]}``: a memoized item, then what reuses it."""
+    return PROTO + EMPTY_DICT + text('keep') + item + SETITEM + text('meta') + EMPTY_LIST + MARK + items + APPENDS \
+        + SETITEM + STOP
+
+
+def build_state_reused(keys: int = 20_000, count: int = 400) -> bytes:
+    """One memoized dictionary of ``keys`` entries given by BUILD to ``count`` OrderedDicts, 8 bytes each:
+    ``__dict__.update`` copies it each time (a 470 kB file took 2 GB)."""
+    state = EMPTY_DICT + BINPUT1 + MARK + b''.join(long1(k) + NONE for k in range(keys)) + SETITEMS
+    each = glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + BINGET1 + BUILD
+    return kept_beside(state, each * count)
+
+
+def encode_of_a_reused_string(length: int = 200_000, count: int = 1000) -> bytes:
+    """``_codecs.encode`` of one memoized ``length``-character string, ``count`` times (each call 10 bytes)."""
+    string = text('a' * length) + BINPUT0
+    each = glob('_codecs', 'encode') + BINGET0 + text('latin1') + TUPLE2 + REDUCE
+    return kept_beside(string, each * count)
+
+
+def set_of_a_reused_list(items: int = 20_000, count: int = 300) -> bytes:
+    """``set`` of one memoized list of ``items`` ints, ``count`` times: each call hashes it all again."""
+    values = EMPTY_LIST + BINPUT0 + MARK + b''.join(long1(k) for k in range(items)) + APPENDS
+    each = glob('builtins', 'set') + BINGET0 + TUPLE1 + REDUCE
+    return kept_beside(values, each * count)
+
+
+def metadata_shared(entries: int = 5000, count: int = 2000) -> bytes:
+    """``count`` state_dicts (OrderedDicts given ``{'_metadata': M}`` by BUILD) sharing one ``_metadata``
+    of ``entries`` prefixes: a walk checking it once per state_dict checks 10**7 entries."""
+    metadata = (glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + BINPUT0 + MARK
+                + b''.join(text(f'p{k}') + EMPTY_DICT for k in range(entries)) + SETITEMS)
+    each = glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + EMPTY_DICT + text('_metadata') + BINGET0 \
+        + SETITEM + BUILD
+    return kept_beside(metadata, each * count)

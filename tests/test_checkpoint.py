@@ -207,8 +207,10 @@ def test_config_text_reads_what_mmengine_writes():
         assert Config(config)._cfg_dict.to_dict() == Config.fromstring(text, '.py')._cfg_dict.to_dict(), path
         checked_inferencer_config(config, path)  # registered types and OpenMMLab scopes only: each of ours passes
     for text, what in (('x = [i for i in range(3)]', 'the expression'), ('import os', 'a statement other than'),
-                       ('x = {[1]: 2}', 'a value Python cannot build'), ('x = (', 'not readable config text'),
-                       ('x = dict(**y)', 'the expression')):
+                       ('x = {[1]: 2}', 'the dictionary key or set item'), ('x = (', 'not readable config text'),
+                       ('x = dict(**y)', 'the expression'),
+                       ('x = {%s}' % ', '.join(f'{k * (2 ** 61 - 1)}: 0' for k in range(1, 4)), 'dictionary key'),
+                       ('x = {2.5}', 'set item'), ('x = "%s"' % ('a' * 300_000), '300006 characters long')):
         with pytest.raises(UnsafeCheckpointError, match=what):
             config_from_text(text, 'f.pth')
 

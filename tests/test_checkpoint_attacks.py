@@ -28,6 +28,7 @@ from hostile_checkpoints import (Reduce, arrays_sharing_bytes, bools_of_bytes, b
                                  safetensors_file, storage_named_again_larger, meta_storage_references,
                                  key_decoded_as_torch_decodes, calls_of_memoized_arguments,
                                  persistent_id_referenced_again, tensor_rebuild_of_two_arguments,
+                                 build_state_reused, encode_of_a_reused_string, set_of_a_reused_list, metadata_shared,
                                  sparse_out_of_range, state_dict_with_attribute, tensor_set_by_build, text,
                                  two_central_directories, with_metadata, with_pickle, with_state, zip64_second_directory,
                                  lists_nested_while_empty)
@@ -233,6 +234,13 @@ def hostile_files(tmp_path, marker):
     files['persistent_id_referenced_again'] = (
         with_pickle(tmp_path / 'persistent_id_referenced_again.pth', persistent_id_referenced_again(),
                     {'x': torch.zeros(0)}), "a storage's persistent id used again")
+    # eighth review: a memoized BUILD state, string or list copied again by each call of a few bytes, one
+    # _metadata shared by 2,000 state_dicts (checked once per dictionary), a numpy shape of 65 dimensions
+    raw('build_state_reused', build_state_reused(), 'the state given by BUILD used again')
+    raw('encode_of_a_reused_string', encode_of_a_reused_string(), 'calls copying')
+    raw('set_of_a_reused_list', set_of_a_reused_list(), 'calls copying')
+    raw('metadata_shared', metadata_shared(), 'counted as a tree')
+    saved('numpy_many_dims', {'a': forged_array(np.dtype('u1'), b'\0', shape=(1,) * 65)}, 'numpy array shape')
     return files
 
 
