@@ -26,7 +26,11 @@ these, so they are refused:
   dictionary, and on our numpy and HistoryBuffer placeholders (never on a rebuilt tensor: torch
   would ``set_`` it to any storage, size and strides; never on a storage: its dtype); storages named
   as torch.save names them, no two keys for one record, all together no larger than the file; each
-  tensor's offset, size (at most ``MAX_DIMS`` dimensions) and strides within its storage; dictionary
+  tensor's offset, size (at most ``MAX_DIMS`` dimensions) and strides within its storage; at most
+  ``MAX_TENSORS`` tensors, and one per ``BYTES_PER_TENSOR`` bytes of the file beyond ``MIN_TENSORS``;
+  call arguments, persistent ids and BUILD states each used once (pickle writes them afresh; the memo
+  let 3 bytes re-run a call), what ``_codecs.encode``, ``set``, ``Counter`` and ``torch.Size`` copy
+  no more than the file's size; no ``meta`` storages (torch caches none); dictionary
   keys and set / Counter elements only strings, bytes, bools, None and ints of identity hash
   (``|i| < 2**61 - 1``); ``set`` only of a list, ``Counter`` only of a dict, ``OrderedDict`` only
   empty; ``_codecs.encode`` only to latin-1; items added only to lists and dictionaries the pickle
@@ -176,6 +180,7 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
     stack, marks, memo = [], [], {}
     storages = StorageRecords(file_size)
     history_buffers = tensors = copied = 0
+    max_tensors = min(MAX_TENSORS, max(MIN_TENSORS, file_size // BYTES_PER_TENSOR))
 
     def pop_mark():
         nonlocal stack
@@ -291,8 +296,10 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
                               'value)')
         if name == 'REDUCE' and stack[-1].kind == 'tensor':
             tensors += 1
-            if tensors > MAX_TENSORS:
-                raise Refused(f'more than {MAX_TENSORS} tensors (each costs some 30 us and 600 bytes to rebuild)')
+            if tensors > max_tensors:
+                raise Refused(f'more than {max_tensors} tensors in a {file_size}-byte file (each costs some 30 us and '
+                              f'600 bytes to rebuild; at most {MAX_TENSORS}, and one per {BYTES_PER_TENSOR} bytes '
+                              f'beyond {MIN_TENSORS})')
 
 
 def use_once(item: Kind, what: str) -> Kind:
@@ -418,6 +425,9 @@ PLACEHOLDERS = ('numpy.dtype', 'numpy.core.multiarray._reconstruct', 'numpy._cor
 HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
 MAX_HISTORY_BUFFERS = 10_000  # each is built with numpy arrays: ~30 us and ~1 kB
 MAX_TENSORS = 100_000  # a large model's Runner checkpoint (weights and two optimizer states) holds some 10**4
+# each tensor torch.save writes has a zip record of its own (a local header and a directory entry: some 100
+# bytes beside its data) or is a view written in some 40 bytes of pickle; 16 bytes made a tensor of 600
+MIN_TENSORS, BYTES_PER_TENSOR = 10_000, 100
 # what torch.save, numpy and mmengine call in a checkpoint (REDUCE), and create (NEWOBJ)
 TENSOR_REBUILDERS = {f'torch._utils.{name}' for name in (
     '_rebuild_tensor', '_rebuild_tensor_v2', '_rebuild_tensor_v3', '_rebuild_parameter',

@@ -623,9 +623,16 @@ def test_the_number_of_tensors_is_bounded_before_unpickling(monkeypatch):
     from hostile_checkpoints import zip_bytes
     data = zip_bytes({f'w{i}': torch.ones(1) for i in range(4)})
     assert len(load_checkpoint_bytes(data, 'four.pth')) == 4
-    monkeypatch.setattr(checkpoint_scan, 'MAX_TENSORS', 3)
+    monkeypatch.setattr(checkpoint_scan, 'MAX_TENSORS', 3)  # (also one per 100 bytes)
     with pytest.raises(UnsafeCheckpointError, match='more than 3 tensors'):
         load_checkpoint_bytes(data, 'four.pth')
+    monkeypatch.undo()
+    storage = torch.arange(10_001.)
+    views = zip_bytes([storage[i:i + 1] for i in range(10_001)])  # ~40 bytes each: one per 100 bytes, 10,000 at least
+    assert len(views) < 100 * 10_001
+    with pytest.raises(UnsafeCheckpointError, match=f'more than 10000 tensors in a {len(views)}-byte file'):
+        load_checkpoint_bytes(views, 'views.pth')
+    assert len(load_checkpoint_bytes(zip_bytes([storage[i:i + 1] for i in range(10_000)]), 'views.pth')) == 10_000
 
 
 def test_an_endless_or_silent_download_stops_and_caches_nothing(tmp_path, file_server):
