@@ -19,6 +19,7 @@ functions) and scopes of OpenMMLab packages, hold no string that could call anyt
 import ast
 
 from .checkpoint_errors import UnsafeCheckpointError
+from .checkpoint_scan import HASH_MODULUS
 
 
 def config_from_text(text: str, source: str) -> dict:
@@ -47,7 +48,6 @@ def config_from_text(text: str, source: str) -> dict:
 
 
 MAX_TEXT = 256 * 1024  # mmdet's and this repository's largest dumped configs: ~24,000 characters
-HASH_MODULUS = 2 ** 61 - 1  # ints below it hash to themselves: as dictionary keys they cannot collide
 
 
 def hashable_key(value, node: ast.AST, source: str):

@@ -464,6 +464,24 @@ def one_float_storage() -> torch.TypedStorage:
     return torch.TypedStorage(wrap_storage=torch.ones(1).untyped_storage(), dtype=torch.float32, _internal=True)
 
 
+def persistent_id(key: str = '0', numel: int = 1, storage_type: str = 'FloatStorage', location: str = 'cpu',
+                  key_opcodes: bytes = None) -> bytes:
+    """A storage as torch.save names it: ``('storage', torch.<storage_type>, key, location, numel)`` + BINPERSID."""
+    key_opcodes = text(key) if key_opcodes is None else key_opcodes
+    return (MARK + text('storage') + glob('torch', storage_type) + key_opcodes + text(location) + long1(numel) + TUPLE
+            + b'Q')
+
+
+def rebuild_arguments(storage: bytes, size: int) -> bytes:
+    """``(storage, 0, (size,), (1,), False, OrderedDict())``: a 1-d tensor's arguments to ``_rebuild_tensor_v2``."""
+    return (MARK + storage + b'K\x00' + long1(size) + TUPLE1 + b'K\x01' + TUPLE1 + NEWFALSE
+            + glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + TUPLE)
+
+
+def rebuilt_tensor(storage: bytes, size: int) -> bytes:
+    return glob('torch._utils', '_rebuild_tensor_v2') + rebuild_arguments(storage, size) + REDUCE
+
+
 def tensor_dict_swapped(depth: int = 94) -> bytes:
     """A tensor given ``Counter({'__dict__': od})`` as its state by ``_rebuild_from_type_v2``: its
     ``__dict__`` becomes an empty OrderedDict whose own attribute holds tuples doubling ``depth`` times
@@ -472,11 +490,8 @@ def tensor_dict_swapped(depth: int = 94) -> bytes:
     doubling = b'K\x00K\x00' + TUPLE2 + BINPUT0 + (BINGET0 + TUPLE2 + BINPUT0) * depth
     od = glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + EMPTY_DICT + text('bomb') + doubling + SETITEM + BUILD
     counter = glob('collections', 'Counter') + EMPTY_DICT + text('__dict__') + od + SETITEM + TUPLE1 + REDUCE
-    storage = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + b'K\x02' + TUPLE + b'Q'
-    args = (MARK + storage + b'K\x00' + b'K\x02' + TUPLE1 + b'K\x01' + TUPLE1 + NEWFALSE
-            + glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + TUPLE)
     tensor = (glob('torch._tensor', '_rebuild_from_type_v2') + MARK + glob('torch._utils', '_rebuild_tensor_v2')
-              + glob('torch', 'Tensor') + args + counter + TUPLE + REDUCE)
+              + glob('torch', 'Tensor') + rebuild_arguments(persistent_id(numel=2), 2) + counter + TUPLE + REDUCE)
     return PROTO + EMPTY_DICT + text('message_hub') + EMPTY_DICT + text('x') + tensor + SETITEM + SETITEM + STOP
 
 
@@ -491,8 +506,7 @@ def parameter_state_inside_rebuild() -> Reduce:
 
 def storage_ids(keys, numel: int, location: str = 'cpu') -> bytes:
     """A list of bare storages, one persistent id per key, ``numel`` floats each."""
-    ids = b''.join(MARK + text('storage') + glob('torch', 'FloatStorage') + text(key) + text(location) + long1(numel)
-                   + TUPLE + b'Q' for key in keys)
+    ids = b''.join(persistent_id(key, numel, location=location) for key in keys)
     return PROTO + EMPTY_DICT + text('meta') + EMPTY_LIST + MARK + ids + APPENDS + SETITEM + STOP
 
 
@@ -553,11 +567,8 @@ def build_pairs_on_an_ordered_dict(count: int = 20000) -> bytes:
 def build_on_a_storage() -> bytes:
     """BUILD ``{'dtype': torch.complex128}`` on a 4-byte float storage: a 1-element view of it then
     reads 16 bytes (and set_ grows a resizable one)."""
-    storage = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + b'K\x01' + TUPLE + b'Q'
-    storage += EMPTY_DICT + text('dtype') + glob('torch', 'complex128') + SETITEM + BUILD
-    tensor = (glob('torch._utils', '_rebuild_tensor_v2') + MARK + storage + b'K\x00' + b'K\x01' + TUPLE1 + b'K\x01'
-              + TUPLE1 + NEWFALSE + glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + TUPLE + REDUCE)
-    return PROTO + EMPTY_DICT + text('w') + tensor + SETITEM + STOP
+    storage = persistent_id() + EMPTY_DICT + text('dtype') + glob('torch', 'complex128') + SETITEM + BUILD
+    return PROTO + EMPTY_DICT + text('w') + rebuilt_tensor(storage, 1) + SETITEM + STOP
 
 
 def int_persistent_id() -> bytes:
@@ -587,14 +598,8 @@ def safetensors_file(path, header: dict, data: bytes = b''):
 def storage_named_again_larger(numel: int = 10 ** 9) -> bytes:
     """Key ``0`` named with 1 float, then again with ``numel``: torch reuses the first (4-byte) storage,
     and a view of ``numel`` floats over the second name would grow it with ``set_``."""
-    def tensor(size):
-        storage = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + long1(size) \
-            + TUPLE + b'Q'
-        return (glob('torch._utils', '_rebuild_tensor_v2') + MARK + storage + b'K\x00' + long1(size) + TUPLE1
-                + b'K\x01' + TUPLE1 + NEWFALSE + glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + TUPLE
-                + REDUCE)
-    return (PROTO + EMPTY_DICT + text('state_dict') + EMPTY_DICT + text('a') + tensor(1) + SETITEM + text('b')
-            + tensor(numel) + SETITEM + SETITEM + STOP)
+    return (PROTO + EMPTY_DICT + text('state_dict') + EMPTY_DICT + text('a') + rebuilt_tensor(persistent_id(), 1)
+            + SETITEM + text('b') + rebuilt_tensor(persistent_id(numel=numel), numel) + SETITEM + SETITEM + STOP)
 
 
 # ---------------------------------------------------------------------------- found by the seventh review
@@ -610,18 +615,12 @@ def key_decoded_as_torch_decodes(path, numel: int = 1 << 18):
     bytes, which torch decodes as UTF-8 and pickletools as latin-1: another key for a check that reads them
     so) naming ``numel`` bytes: torch reuses the 16-byte storage, a view of ``numel`` complex numbers grows it."""
     key = '\u00e9'
-    first = MARK + text('storage') + glob('torch', 'ComplexDoubleStorage') + text(key) + text('cpu') + long1(1) \
-        + TUPLE + b'Q'
+    first = persistent_id(key, 1, 'ComplexDoubleStorage')
     raw = key.encode()
-    second = MARK + text('storage') + glob('torch', 'ByteStorage') + b'U' + bytes([len(raw)]) + raw + text('cpu') \
-        + long1(numel) + TUPLE + b'Q'
-
-    def tensor(storage, size):
-        return (glob('torch._utils', '_rebuild_tensor_v2') + MARK + storage + b'K\x00' + long1(size) + TUPLE1
-                + b'K\x01' + TUPLE1 + NEWFALSE + glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + TUPLE
-                + REDUCE)
-    payload = (PROTO + EMPTY_DICT + text('a') + tensor(first, 1) + SETITEM + text('b') + tensor(second, numel)
-               + SETITEM + text('pad') + text('p' * numel) + SETITEM + STOP)  # (the file as large as the bytes named)
+    second = persistent_id(numel=numel, storage_type='ByteStorage', key_opcodes=b'U' + bytes([len(raw)]) + raw)
+    payload = (PROTO + EMPTY_DICT + text('a') + rebuilt_tensor(first, 1) + SETITEM + text('b')
+               + rebuilt_tensor(second, numel) + SETITEM + text('pad') + text('p' * numel) + SETITEM
+               + STOP)  # (the file as large as the bytes named)
     with_pickle(path, payload, {'x': torch.zeros(1, dtype=torch.complex128)})
     with zipfile.ZipFile(path) as source:
         entries = [(info.filename, source.read(info.filename)) for info in source.infolist()]
@@ -633,9 +632,7 @@ def key_decoded_as_torch_decodes(path, numel: int = 1 << 18):
 
 def calls_of_memoized_arguments(count: int = 100_000) -> bytes:
     """One tensor rebuild's arguments memoized and called again ``count`` times (3 bytes per tensor)."""
-    storage = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + b'K\x01' + TUPLE + b'Q'
-    args = (MARK + storage + b'K\x00' + b'K\x01' + TUPLE1 + b'K\x01' + TUPLE1 + NEWFALSE
-            + glob('collections', 'OrderedDict') + EMPTY_TUPLE + REDUCE + TUPLE + b'q\x01')
+    args = rebuild_arguments(persistent_id(), 1) + b'q\x01'
     rebuild = glob('torch._utils', '_rebuild_tensor_v2') + BINPUT0
     calls = rebuild + args + REDUCE + (BINGET0 + b'h\x01' + REDUCE) * count
     return PROTO + EMPTY_DICT + text('w') + EMPTY_LIST + MARK + calls + APPENDS + SETITEM + STOP
@@ -644,16 +641,15 @@ def calls_of_memoized_arguments(count: int = 100_000) -> bytes:
 def persistent_id_referenced_again(count: int = 100_000) -> bytes:
     """One (empty) storage's persistent id memoized and given again ``count`` times: torch caches no empty
     storage, so each reference reads its record again."""
-    pid = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + b'K\x00' + TUPLE + BINPUT0
+    pid = persistent_id(numel=0)[:-1] + BINPUT0  # (the id memoized before BINPERSID)
     return PROTO + EMPTY_DICT + text('meta') + EMPTY_LIST + MARK + pid + b'Q' + (BINGET0 + b'Q') * count + APPENDS \
         + SETITEM + STOP
 
 
 def tensor_rebuild_of_two_arguments() -> bytes:
     """``_rebuild_tensor_v2(storage, 0)``: no size or strides for the view check to read."""
-    storage = MARK + text('storage') + glob('torch', 'FloatStorage') + text('0') + text('cpu') + b'K\x01' + TUPLE + b'Q'
-    return (PROTO + EMPTY_DICT + text('w') + glob('torch._utils', '_rebuild_tensor_v2') + storage + b'K\x00' + TUPLE2
-            + REDUCE + SETITEM + STOP)
+    return (PROTO + EMPTY_DICT + text('w') + glob('torch._utils', '_rebuild_tensor_v2') + persistent_id() + b'K\x00'
+            + TUPLE2 + REDUCE + SETITEM + STOP)
 
 
 # ---------------------------------------------------------------------------- found by the eighth review
