@@ -59,15 +59,16 @@ upstream OpenMMLab (distributions ``mmengine``, ``mmdet``, ...) and its maintain
    read as data) only to compare its ``gpu_ids``. mmengine writes ``meta['cfg']``; mmdet 2.x wrote
    ``meta['config']``. The resumed checkpoint's ``meta['config']`` is dropped before that check
    (for ``FlexibleRunner``, in what its strategy's ``resume`` returns).
-8. **Inferencers run a checkpoint's config text** (upstream mmengine 0.10.0 to 0.10.7, OneDL 0.10.8 to
+8. **Inferencers run a checkpoint's config** (upstream mmengine 0.10.0 to 0.10.7, OneDL 0.10.8 to
    0.10.12: same code; no upstream report found): ``BaseInferencer`` (mmdet's ``DetInferencer``,
-   mmseg's ``MMSegInferencer``, mmpretrain's) given ``weights=`` and no ``model=`` evaluates the
-   config text of the checkpoint with ``Config.fromstring(..., '.py')``. The text is read as data
-   instead (:mod:`ghost_backbones.config_text`: literals and ``dict(...)`` only, as
-   ``Config.pretty_text`` writes; its ``custom_imports`` are not imported), and may name only
-   registered types and OpenMMLab scopes, hold no string that could be evaluated into a call, and
-   has its visualizer's backends dropped; other text is refused, naming the line or key, with the
-   advice to pass ``model=``.
+   mmseg's ``MMSegInferencer``, mmpretrain's) given ``weights=`` and no ``model=`` builds the model
+   from the config saved in the checkpoint, evaluating its text with ``Config.fromstring(..., '.py')``.
+   Read as data instead, that config still decides what runs: mmengine's registries import and call
+   any dotted ``type`` (``'os.system'``), registered classes load the files and URLs it names (a
+   ``teacher_config`` ``.py`` executed, an ``answer_list_path`` unpickled from a URL), its
+   ``collate_fn`` string is imported and called. So a checkpoint's config is used only when the
+   checkpoint is trusted (``GHOST_BACKBONES_TRUSTED_CHECKPOINTS``, :class:`trusted_checkpoints`);
+   otherwise ``UnsafeCheckpointError`` asks for ``model=<config.py>``.
 """
 import functools
 
@@ -95,8 +96,8 @@ NEEDED_BY = {
     'onedl_distributions': {ONEDL: ('mmengine', '0.10.8', '0.11.0')},
     'resume_without_config_text': {OPENMMLAB: ('mmengine', '0.10.0', '0.11.0'),
                                    ONEDL: ('mmengine', '0.10.8', '0.11.0')},
-    'inferencer_config_as_data': {OPENMMLAB: ('mmengine', '0.10.0', '0.11.0'),
-                                  ONEDL: ('mmengine', '0.10.8', '0.11.0')},
+    'inferencer_config_when_trusted': {OPENMMLAB: ('mmengine', '0.10.0', '0.11.0'),
+                                      ONEDL: ('mmengine', '0.10.8', '0.11.0')},
 }
 _done = set()  # the fixes applied in this process (see :func:`applied`)
 
@@ -160,7 +161,7 @@ def apply() -> None:
     _apply('base_scopes', scope_package_bases)
     _apply('resume_without_config_text', when_imported, 'mmengine.runner.runner', resume_without_config_text)
     _apply('resume_without_config_text', when_imported, 'mmengine.runner._flexible_runner', resume_without_config_text)
-    _apply('inferencer_config_as_data', when_imported, 'mmengine.infer.infer', inferencer_config_as_data)
+    _apply('inferencer_config_when_trusted', when_imported, 'mmengine.infer.infer', inferencer_config_when_trusted)
     when_imported('mmdet.models.dense_heads.ssd_head', fix_ssd_head_loss_cls)
     _applied = True
 
@@ -345,10 +346,9 @@ def resume_without_config_text(runner_module) -> None:
     runner_class.resume = resume_fixed
 
 
-def inferencer_config_as_data(infer_module) -> None:
-    """Fix 8: ``BaseInferencer._init_model`` given no config reads the checkpoint's config text as data
-    (:func:`ghost_backbones.config_text.config_from_text`) and goes on with that config, so mmengine's
-    own ``Config.fromstring`` path is never taken."""
+def inferencer_config_when_trusted(infer_module) -> None:
+    """Fix 8: ``BaseInferencer._init_model`` given no config goes on (to the config saved in the
+    checkpoint) only for a trusted checkpoint (:func:`require_trusted_config`)."""
     base = infer_module.BaseInferencer
     init_model = base._init_model
     if getattr(init_model, FIXED_MARK, False):
@@ -357,32 +357,25 @@ def inferencer_config_as_data(infer_module) -> None:
     @functools.wraps(init_model)
     def init_model_fixed(self, cfg, weights, device='cpu'):
         if not cfg and weights is not None:
-            from .config_text import checked_inferencer_config, config_from_text
-            checkpoint = infer_module._load_checkpoint(weights, map_location='cpu')
-            config = config_from_text(saved_config_text(checkpoint, weights), weights)
-            if not isinstance(config.get('model'), dict):
-                from .checkpoint_errors import CheckpointError
-                raise CheckpointError(f'the config saved in {weights} has no model: give the inferencer '
-                                      'model=<config.py>')
-            cfg.update(infer_module.ConfigDict(checked_inferencer_config(config, weights)))
+            require_trusted_config(weights)
         return init_model(self, cfg, weights, device)
 
     setattr(init_model_fixed, FIXED_MARK, True)
     base._init_model = init_model_fixed
 
 
-def saved_config_text(checkpoint, source: str):
-    """The config text mmengine's inferencer reads from a checkpoint: the MessageHub's, else ``meta['cfg']``."""
-    from .checkpoint_errors import CheckpointError
-    hub = checkpoint.get('message_hub') if isinstance(checkpoint, dict) else None
-    runtime_info = hub.get('runtime_info') if isinstance(hub, dict) else None
-    if isinstance(runtime_info, dict) and 'cfg' in runtime_info:
-        return runtime_info['cfg']
-    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
-    if isinstance(meta, dict) and 'cfg' in meta:
-        return meta['cfg']
-    raise CheckpointError(f'{source} holds no config (message_hub.runtime_info.cfg or meta.cfg): give the inferencer '
-                          'its config file as well: model=<config.py>')
+def require_trusted_config(weights: str) -> None:
+    """Raise UnsafeCheckpointError unless ``weights`` is a local file whose content the user trusts."""
+    from .checkpoint_errors import UnsafeCheckpointError
+    from .checkpoint_trust import TRUSTED_ENV, read_regular_file, trusted_by
+    path = os.path.expanduser(weights)
+    if os.path.isfile(path) and trusted_by(read_regular_file(path), path)[0] is not None:
+        return
+    raise UnsafeCheckpointError(
+        f'{weights}: given weights alone, the inferencer builds the model from the config saved in the checkpoint, '
+        'and that config decides what runs (mmengine evaluates its text as Python; read as data, the types, files '
+        'and URLs it names still act). Give the config as well: model=<config.py>. Or, for a local checkpoint you '
+        f'trust, {TRUSTED_ENV}=sha256:<sha256sum of the file>')
 
 
 def scope_package_bases() -> None:

@@ -124,27 +124,25 @@ INFERENCER_SCRIPT = r'''
 import json, sys, torch, ghost_backbones
 from mmdet.apis import DetInferencer
 from ghost_backbones.checkpoint import CheckpointError
-out = {}
-for path in sys.argv[1:]:
-    try:
-        inferencer = DetInferencer(weights=path, device='cpu', show_progress=False)
-        result = inferencer(torch.zeros(160, 160, 3, dtype=torch.uint8).numpy(), return_vis=True)
-        model = inferencer.model
-        out[path] = ['built', type(model.backbone).__name__, model.backbone.conv_stem.weight.flatten()[:4].tolist(),
-                     len(inferencer.visualizer._vis_backends), len(result['predictions'])]
-    except CheckpointError as error:
-        out[path] = [type(error).__name__, str(error)]
+config, out = sys.argv[1], {}
+for path in sys.argv[2:]:
+    for kwargs in (dict(weights=path), dict(model=config, weights=path)):
+        key = f'{path} {"with config" if "model" in kwargs else "alone"}'
+        try:
+            inferencer = DetInferencer(device='cpu', show_progress=False, **kwargs)
+            predictions = inferencer(torch.zeros(160, 160, 3, dtype=torch.uint8).numpy())['predictions']
+            out[key] = ['built', inferencer.model.backbone.conv_stem.weight.flatten()[:4].tolist(), len(predictions)]
+        except CheckpointError as error:
+            out[key] = [type(error).__name__, str(error)]
 print(json.dumps(out))
 '''
 
 
-def test_an_inferencer_never_runs_the_config_text_of_a_checkpoint(tmp_path):
-    """Fix 8 of compat: mmengine's inferencers given weights alone evaluated the checkpoint's config
-    text as Python. It is read as data: a checkpoint whose config is what mmengine writes builds its
-    model and infers (its visualizer writing nowhere the file says); one whose config holds code
-    (meta['cfg'] or the MessageHub's), a type no registry holds (mmengine imports it by its dotted name
-    and calls it), a string mmcv evaluates (the NMS type) or a scope of no OpenMMLab package (mmengine
-    imports it) is refused naming what and where; nothing runs or is imported."""
+def test_an_inferencer_builds_from_a_checkpoints_config_only_when_trusted(tmp_path):
+    """Fix 8 of compat: mmengine's inferencers given weights alone build the model from the config saved
+    in the checkpoint (its text evaluated as Python; read as data, its types, files and URLs still act:
+    ``type='os.system'``). Untrusted, that is refused naming the file and what to do, whatever the config
+    holds, and nothing runs; with ``model=`` the same weights infer; a trusted checkpoint infers alone."""
     from helpers import DET_CONFIG
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
@@ -152,67 +150,28 @@ def test_an_inferencer_never_runs_the_config_text_of_a_checkpoint(tmp_path):
     cfg = Config.fromfile(DET_CONFIG)
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = MODELS.build(cfg.model)
-    marker, written = tmp_path / 'ran', tmp_path / 'written'
-    (tmp_path / 'marker_package').mkdir()
-    (tmp_path / 'marker_package' / '__init__.py').write_text(f'open({str(marker)!r}, "w").close()\n')
-    payload = f"__import__('os').system('touch {marker}')"
-
-    def variant(**changes):
-        changed = copy.deepcopy(cfg)
-        for key, value in changes.items():
-            changed.merge_from_dict({key: value})
-        return changed.pretty_text
-
-    files = {
-        'good': {'meta': {'cfg': variant(**{'visualizer.vis_backends': [dict(type='LocalVisBackend',
-                                                                             save_dir=str(written))]})}},
-        'in_meta': {'meta': {'cfg': payload + '\n' + cfg.pretty_text}},
-        'in_hub': {'meta': {'cfg': cfg.pretty_text}, 'message_hub': {'runtime_info': {'cfg': f'model = {payload}'}}},
-        'dotted_type': {'meta': {'cfg': variant(**{'model.data_preprocessor': dict(type='os.system',
-                                                                                   command=f'touch {marker}')})}},
-        'evaluated_string': {'meta': {'cfg': variant(**{'model.test_cfg.nms.type': f"{payload} or 'nms'"})}},
-        'scope': {'meta': {'cfg': variant(**{'model._scope_': 'marker_package'})}},
-    }
-    paths = []
-    for name, content in files.items():
-        paths.append(tmp_path / f'{name}.pth')
-        torch.save(dict(content, state_dict=model.state_dict()), str(paths[-1]))
-    result = subprocess.run([sys.executable, '-c', INFERENCER_SCRIPT, *map(str, paths)], capture_output=True, text=True,
-                            timeout=300, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    marker = tmp_path / 'ran'
+    hostile_cfg = copy.deepcopy(cfg)
+    hostile_cfg.merge_from_dict({'model.data_preprocessor': dict(type='os.system', command=f'touch {marker}')})
+    good, trusted, in_text, as_data = (tmp_path / f'{name}.pth' for name in ('good', 'trusted', 'in_text', 'as_data'))
+    for path, text in ((good, cfg.pretty_text), (trusted, cfg.pretty_text),
+                       (in_text, f"__import__('os').system('touch {marker}')\n" + cfg.pretty_text),
+                       (as_data, hostile_cfg.pretty_text)):
+        torch.save({'state_dict': model.state_dict(), 'meta': {'cfg': text}, 'note': path.name}, str(path))
+    env = dict(os.environ, GHOST_BACKBONES_TRUSTED_CHECKPOINTS=str(trusted))
+    result = subprocess.run([sys.executable, '-c', INFERENCER_SCRIPT, DET_CONFIG, *map(str, (good, trusted, in_text,
+                            as_data))], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    out = {os.path.basename(path)[:-4]: value for path, value in json.loads(result.stdout.strip().splitlines()[-1]).items()}
-    assert out['good'] == ['built', 'GhostNet', model.backbone.conv_stem.weight.flatten()[:4].tolist(), 0, 1]
-    expected = {'in_meta': 'at line 1, a statement other than', 'in_hub': "the expression \"__import__('os')",
-                'dotted_type': "names the type 'os.system' at cfg.model.data_preprocessor",
-                'evaluated_string': 'at cfg.model.test_cfg.nms.type, which mmcv or mmdet could evaluate',
-                'scope': "names the scope 'marker_package' at cfg.model"}
-    for name, words in expected.items():
-        assert out[name][0] == 'UnsafeCheckpointError' and words in out[name][1], (name, out[name])
-        assert f'{name}.pth' in out[name][1] and 'model=<config.py>' in out[name][1]
-    assert not marker.exists() and not written.exists()
-
-
-def test_config_text_reads_what_mmengine_writes():
-    """Every config of the repository, dumped as mmengine dumps it into checkpoints, reads back as data
-    to the dictionary mmengine's own (executing) reader gives."""
-    import glob
-    from helpers import CONFIGS
-    from mmengine.config import Config
-    from ghost_backbones.config_text import checked_inferencer_config, config_from_text
-    paths = [p for p in sorted(glob.glob(os.path.join(CONFIGS, '*', '*.py'))) if not os.path.basename(p).startswith('_')]
-    assert len(paths) >= 20
-    for path in paths:
-        text = Config.fromfile(path).pretty_text
-        config = config_from_text(text, path)
-        assert Config(config)._cfg_dict.to_dict() == Config.fromstring(text, '.py')._cfg_dict.to_dict(), path
-        checked_inferencer_config(config, path)  # registered types and OpenMMLab scopes only: each of ours passes
-    for text, what in (('x = [i for i in range(3)]', 'the expression'), ('import os', 'a statement other than'),
-                       ('x = {[1]: 2}', 'the dictionary key or set item'), ('x = (', 'not readable config text'),
-                       ('x = dict(**y)', 'the expression'),
-                       ('x = {%s}' % ', '.join(f'{k * (2 ** 61 - 1)}: 0' for k in range(1, 4)), 'dictionary key'),
-                       ('x = {2.5}', 'set item'), ('x = "%s"' % ('a' * 300_000), '300006 characters long')):
-        with pytest.raises(UnsafeCheckpointError, match=what):
-            config_from_text(text, 'f.pth')
+    out = {os.path.basename(key): value for key, value in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+    weights = model.backbone.conv_stem.weight.flatten()[:4].tolist()
+    for name in ('good', 'trusted', 'in_text', 'as_data'):
+        assert out[f'{name}.pth with config'] == ['built', weights, 1], name
+    assert out['trusted.pth alone'] == ['built', weights, 1]
+    for name in ('good', 'in_text', 'as_data'):
+        kind, message = out[f'{name}.pth alone']
+        assert kind == 'UnsafeCheckpointError' and f'{name}.pth: given weights alone' in message, (name, message)
+        assert 'model=<config.py>' in message and 'GHOST_BACKBONES_TRUSTED_CHECKPOINTS=sha256:' in message
+    assert not marker.exists()
 
 
 def test_numpy_1_names_load(tmp_path):

@@ -7,8 +7,8 @@ as ``python script.py ...`` runs it), one process per group:
 
 * mmdet's tools: ``print_config``, ``get_flops``, ``browse_dataset``, ``test.py --out`` then
   ``analyze_results`` and ``confusion_matrix`` on its predictions;
-* mmdet's inference APIs: ``DetInferencer`` (config + weights; weights alone, the config read from the
-  checkpoint; a model-index name), ``init_detector`` + ``inference_detector``: their boxes are those
+* mmdet's inference APIs: ``DetInferencer`` (config + weights; weights alone of a trusted checkpoint, the
+  config read from it; a model-index name), ``init_detector`` + ``inference_detector``: their boxes are those
   ``tools/test.py`` dumped;
 * mmseg: ``MMSegInferencer`` (config + weights; a model-index name) over the val images, whose mIoU is
   ``tools/test.py``'s; ``test.py --out`` (one mask per val image) and ``confusion_matrix``;
@@ -109,6 +109,7 @@ save()
 MMDET_APIS = PRELUDE + r'''
 import numpy as np
 from mmdet.apis import DetInferencer, inference_detector, init_detector
+from ghost_backbones.checkpoint import trusted_checkpoints
 config, checkpoint, images = args['config'], args['checkpoint'], args['images']
 def boxes(instances):
     keep = np.asarray(instances['scores']) >= 0.3
@@ -120,7 +121,8 @@ def infer(**kwargs):
     results = inferencer(images, no_save_vis=True, batch_size=len(images))['predictions']
     return dict(classes=list(inferencer.model.dataset_meta['classes']), boxes=[boxes(r) for r in results])
 out['config_and_weights'] = infer(model=config, weights=checkpoint)
-out['weights_alone'] = infer(weights=checkpoint)  # the config saved in the checkpoint
+with trusted_checkpoints(checkpoint):  # the config saved in the checkpoint: only from a trusted one
+    out['weights_alone'] = infer(weights=checkpoint)
 out['model_index_name'] = infer(model=args['name'], weights=checkpoint)  # scope mmdet, the default
 model = init_detector(config, checkpoint, device='cpu')
 results = inference_detector(model, images)
@@ -250,8 +252,8 @@ def comparable(predictions: dict):
 
 
 def test_mmdet_inference_apis_give_tools_tests_boxes(trained_ssdlite, synthetic, detector_tools, tmp_path):
-    """DetInferencer with config and weights, with the weights alone (the config from the checkpoint: it
-    loads where our classes are not imported: the checkpoint is plain data) and with the model-index name
+    """DetInferencer with config and weights, with the weights alone of a trusted checkpoint (the config from
+    the checkpoint: it loads where our classes are not imported: the checkpoint is plain data) and with the model-index name
     (scope mmdet); init_detector + inference_detector: the same boxes, classes from the checkpoint, and
     the boxes test.py dumped for those images."""
     images = val_images(synthetic, 'coco', 6)

@@ -50,13 +50,13 @@ def test_mmcv_ops_come_from_the_package_unless_onedl_mmcv_was_compiled():
 def test_the_fixes_applied_are_those_onedl_needs():
     import mmdet.models.dense_heads.ssd_head  # noqa: F401  (the SSDHead fix waits for it)
     assert compat.applied() == ['base_scopes', 'checkpoints_as_data', 'config_scope', 'cpu_distributed',
-                                'inferencer_config_as_data', 'onedl_distributions', 'resume_without_config_text',
+                                'inferencer_config_when_trusted', 'onedl_distributions', 'resume_without_config_text',
                                 'safe_torch_load_as_data', 'ssd_head_loss_cls']
 
 
-def test_an_inferencer_reads_the_config_text_of_a_checkpoint_as_data(tmp_path):
-    """Fix 8 under OneDL: BaseInferencer given weights alone refuses config text that is code, before
-    mmengine's Config.fromstring would run it."""
+def test_an_inferencer_builds_from_a_checkpoints_config_only_when_trusted(tmp_path):
+    """Fix 8 under OneDL: BaseInferencer given weights alone refuses an untrusted checkpoint before mmengine's
+    Config.fromstring would run its config text."""
     import torch
     from mmengine.config import ConfigDict
     from mmengine.infer.infer import BaseInferencer
@@ -64,7 +64,7 @@ def test_an_inferencer_reads_the_config_text_of_a_checkpoint_as_data(tmp_path):
     marker = tmp_path / 'ran'
     path = tmp_path / 'hostile.pth'
     torch.save({'meta': {'cfg': f"model = __import__('os').system('touch {marker}')"}}, str(path))
-    with pytest.raises(UnsafeCheckpointError, match="the expression \"__import__"):
+    with pytest.raises(UnsafeCheckpointError, match='given weights alone'):
         BaseInferencer._init_model(None, ConfigDict(), str(path))
     assert not marker.exists()
 
