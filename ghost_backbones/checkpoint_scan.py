@@ -51,6 +51,9 @@ DENIED_GLOBALS = {'builtins.bytearray'}
 HASH_MODULUS = 2 ** 61 - 1  # ints below it hash to themselves: they cannot collide
 SAFE_KEY_KINDS = ('str', 'bytes', 'bool', 'none')
 MAX_DEPTH = 100  # checkpoints nest a handful of levels; hashing a 300,000-deep tuple overflows the C stack
+MAX_OBJECTS = 10 ** 6  # what the pickle makes (the walk bounds the result as a tree by the same number)
+NOT_MADE = {'MARK', 'BINPUT', 'LONG_BINPUT', 'BINGET', 'LONG_BINGET', 'PROTO', 'STOP', 'APPEND', 'APPENDS', 'SETITEM',
+            'SETITEMS', 'BUILD'}  # opcodes that make no object
 
 
 class LegacyFormat(Refused):
@@ -179,7 +182,7 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
     """Follow the pickle's opcodes with kinds on the stack; refuse what data never needs."""
     stack, marks, memo = [], [], {}
     storages = StorageRecords(file_size)
-    history_buffers = tensors = copied = 0
+    history_buffers = tensors = copied = made = 0
     max_tensors = min(MAX_TENSORS, max(MIN_TENSORS, file_size // BYTES_PER_TENSOR))
 
     def pop_mark():
@@ -198,6 +201,10 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
 
     for opcode, arg, _ in pickletools.genops(pickle_bytes):
         name = opcode.name
+        if name not in NOT_MADE:
+            made += 1
+            if made > MAX_OBJECTS:
+                raise Refused(f'more than {MAX_OBJECTS} objects (a checkpoint of a large model holds some 10**5)')
         if name == 'GLOBAL':
             full = global_name(arg)
             if full in DENIED_GLOBALS or full not in allowed_globals:
@@ -247,6 +254,8 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
             for value in items[1::2]:
                 stack[-1].contains(value)
         elif name == 'MARK':
+            if len(marks) >= MAX_DEPTH:
+                raise Refused(f'more than {MAX_DEPTH} marks open (containers nested that deep)')
             marks.append(stack)
             stack = []
         elif name == 'TUPLE':
@@ -285,7 +294,10 @@ def scan_pickle(pickle_bytes: bytes, allowed_globals, file_size: int) -> None:
             stack.append(memo[arg])
         elif name in ('BINPUT', 'LONG_BINPUT'):
             memo[arg] = stack[-1]
-        elif name in ('PROTO', 'STOP'):
+        elif name == 'STOP':
+            if marks:
+                raise Refused(f'{len(marks)} marks left open at the end of the pickle')
+        elif name == 'PROTO':
             pass
         else:
             raise Refused(f'the pickle opcode {name} (torch\'s data-only unpickler does not read it)')
@@ -385,6 +397,7 @@ def dtype_sizes() -> dict:
 
 
 MAX_DIMS = 64  # numpy's limit; torch has none (a 10**5-dimension tensor crashes tolist())
+METADATA_POSITION = {'torch._utils._rebuild_tensor_v2': 6, 'torch._utils._rebuild_tensor_v3': 7}
 
 
 def check_tensor_view(func: str, arguments) -> None:
@@ -396,6 +409,10 @@ def check_tensor_view(func: str, arguments) -> None:
     if len(arguments) < 4 or arguments[0].kind != 'storage':
         raise Refused(f'{func} without a storage, offset, size and strides (torch.save writes them)')
     storage, offset, size, stride = arguments[:4]
+    if len(arguments) > METADATA_POSITION.get(func, len(arguments)) and arguments[METADATA_POSITION[func]] is not NONE:
+        # torch converts it for each tensor (a shared dict of 10**5 keys: 2 min per MB); torch.save writes it only
+        # for a negation or conjugation bit, which a state_dict's tensors never carry
+        raise Refused(f'tensor metadata given to {func} (negation / conjugation bits: a state_dict\'s tensors have none)')
     if func == 'torch._utils._rebuild_tensor_v3':
         dtype = arguments[6] if len(arguments) > 6 else NONE
         element_size = dtype_sizes().get(dtype.value) if dtype.kind == 'global' else None
@@ -472,6 +489,10 @@ def reduce_kind(func: Kind, args: Kind) -> Kind:
             raise Refused(f'_codecs.encode to {arguments[1].describe() if len(arguments) == 2 else "?"} '
                           '(bytes are written as latin-1)')
         return Kind('bytes')
+    if func.value == 'builtins.complex':
+        if not (1 <= len(arguments) <= 2 and all(a.kind in ('int', 'float') for a in arguments)):
+            raise Refused('complex built from something other than numbers (a string is parsed at each call)')
+        return Kind('object')
     if func.value == 'builtins.bytes':
         if arguments:
             raise Refused('bytes built from arguments (only the empty bytes are pickled so)')

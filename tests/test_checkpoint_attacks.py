@@ -29,6 +29,7 @@ from hostile_checkpoints import (Reduce, arrays_sharing_bytes, bools_of_bytes, b
                                  key_decoded_as_torch_decodes, calls_of_memoized_arguments,
                                  persistent_id_referenced_again, tensor_rebuild_of_two_arguments,
                                  build_state_reused, encode_of_a_reused_string, set_of_a_reused_list, metadata_shared,
+                                 PROTO, STOP, EMPTY_DICT, MARK, TUPLE1, REDUCE, SETITEM,
                                  sparse_out_of_range, state_dict_with_attribute, tensor_set_by_build, text,
                                  two_central_directories, with_metadata, with_pickle, with_state, zip64_second_directory,
                                  lists_nested_while_empty)
@@ -141,7 +142,7 @@ def hostile_files(tmp_path, marker):
     raw('doubling_tuples', doubling_tuples(), 'counted as a tree')
     raw('list_holding_itself', list_holding_itself(), 'a list that holds itself')
     raw('history_buffers', history_buffers(10_001), 'more than 10000 HistoryBuffers')
-    saved('negation_bit', {'state_dict': {'w': with_metadata(torch.ones(2), {'neg': True})}}, 'negation bit set')
+    saved('negation_bit', {'state_dict': {'w': with_metadata(torch.ones(2), {'neg': True})}}, 'tensor metadata given to')
     saved('uint4', {'state_dict': {'w': bytes_as_dtype(torch.zeros(8, dtype=torch.uint8), torch.uint4)}},
           'the dtype torch.uint4')
     saved('huge_int_in_a_log', {'message_hub': {'log_scalars': {'loss': Reduce((HistoryBuffer, ([2 ** 2000], [1])))}}},
@@ -241,6 +242,11 @@ def hostile_files(tmp_path, marker):
     raw('set_of_a_reused_list', set_of_a_reused_list(), 'calls copying')
     raw('metadata_shared', metadata_shared(), 'counted as a tree')
     saved('numpy_many_dims', {'a': forged_array(np.dtype('u1'), b'\0', shape=(1,) * 65)}, 'numpy array shape')
+    # ninth review: a string parsed by complex() at each call, marks left open (1,000,000 loaded)
+    raw('complex_of_a_string', PROTO + EMPTY_DICT + text('x') + glob('builtins', 'complex') + text('1+2j') + TUPLE1
+        + REDUCE + SETITEM + STOP, 'complex built from something other than numbers')
+    raw('marks_left_open', PROTO + EMPTY_DICT + MARK * 1000 + STOP, 'more than 100 marks open')
+    raw('a_mark_left_open', PROTO + EMPTY_DICT + MARK + STOP, '1 marks left open')
     return files
 
 
@@ -614,6 +620,19 @@ def test_the_tensor_check_refuses_what_the_scan_already_keeps_out():
     assert finalize({'a': shared, 'b': shared[:2], 'c': [shared[50:]]}, file_size=400)['b'].shape == (2,)
     with pytest.raises(Refused, match='storages hold 404 bytes, in a 400-byte file'):
         finalize({'a': shared, 'b': torch.ones(1)}, file_size=400)
+
+
+def test_the_number_of_objects_is_bounded_before_unpickling(monkeypatch):
+    """A list of 10**6 items cost 4 s and 840 MB before the walk counted them: the scan counts what the
+    pickle makes."""
+    from ghost_backbones import checkpoint_scan
+    from ghost_backbones.checkpoint import UnsafeCheckpointError, load_checkpoint_bytes
+    from hostile_checkpoints import zip_bytes
+    data = zip_bytes({'meta': list(range(20))})
+    assert load_checkpoint_bytes(data, 'twenty.pth')['meta'] == list(range(20))
+    monkeypatch.setattr(checkpoint_scan, 'MAX_OBJECTS', 20)
+    with pytest.raises(UnsafeCheckpointError, match='more than 20 objects'):
+        load_checkpoint_bytes(data, 'twenty.pth')
 
 
 def test_the_number_of_tensors_is_bounded_before_unpickling(monkeypatch):
