@@ -67,8 +67,9 @@ upstream OpenMMLab (distributions ``mmengine``, ``mmdet``, ...) and its maintain
    any dotted ``type`` (``'os.system'``), registered classes load the files and URLs it names (a
    ``teacher_config`` ``.py`` executed, an ``answer_list_path`` unpickled from a URL), its
    ``collate_fn`` string is imported and called. So a checkpoint's config is used only when the
-   checkpoint is trusted (``GHOST_BACKBONES_TRUSTED_CHECKPOINTS``, :class:`trusted_checkpoints`);
-   otherwise ``UnsafeCheckpointError`` asks for ``model=<config.py>``.
+   checkpoint is trusted (``GHOST_BACKBONES_TRUSTED_CHECKPOINTS``, :class:`trusted_checkpoints`), and
+   taken from the bytes found trusted (not from a second read of the path); otherwise
+   ``UnsafeCheckpointError`` asks for ``model=<config.py>``.
 """
 import functools
 
@@ -347,8 +348,9 @@ def resume_without_config_text(runner_module) -> None:
 
 
 def inferencer_config_when_trusted(infer_module) -> None:
-    """Fix 8: ``BaseInferencer._init_model`` given no config goes on (to the config saved in the
-    checkpoint) only for a trusted checkpoint (:func:`require_trusted_config`)."""
+    """Fix 8: ``BaseInferencer._init_model`` given no config takes the config saved in the checkpoint only
+    from a trusted checkpoint (:func:`trusted_checkpoint`), evaluated from the very bytes found trusted;
+    mmengine's own ``_init_model`` then builds the model and loads the weights (read again, as data)."""
     base = infer_module.BaseInferencer
     init_model = base._init_model
     if getattr(init_model, FIXED_MARK, False):
@@ -357,25 +359,43 @@ def inferencer_config_when_trusted(infer_module) -> None:
     @functools.wraps(init_model)
     def init_model_fixed(self, cfg, weights, device='cpu'):
         if not cfg and weights is not None:
-            require_trusted_config(weights)
+            text = saved_config_text(trusted_checkpoint(weights), weights)
+            cfg.update(infer_module.Config.fromstring(text, file_format='.py')._cfg_dict)
         return init_model(self, cfg, weights, device)
 
     setattr(init_model_fixed, FIXED_MARK, True)
     base._init_model = init_model_fixed
 
 
-def require_trusted_config(weights: str) -> None:
-    """Raise UnsafeCheckpointError unless ``weights`` is a local file whose content the user trusts."""
+def trusted_checkpoint(weights: str):
+    """The checkpoint at ``weights`` if it is a local file whose content the user trusts, read once;
+    else UnsafeCheckpointError saying what to do."""
+    from .checkpoint import load_checkpoint_bytes
     from .checkpoint_errors import UnsafeCheckpointError
     from .checkpoint_trust import TRUSTED_ENV, read_regular_file, trusted_by
     path = os.path.expanduser(weights)
-    if os.path.isfile(path) and trusted_by(read_regular_file(path), path)[0] is not None:
-        return
+    data = read_regular_file(path) if os.path.isfile(path) else None
+    if data is not None and trusted_by(data, path)[0] is not None:
+        return load_checkpoint_bytes(data, path, map_location='cpu')
     raise UnsafeCheckpointError(
         f'{weights}: given weights alone, the inferencer builds the model from the config saved in the checkpoint, '
         'and that config decides what runs (mmengine evaluates its text as Python; read as data, the types, files '
         'and URLs it names still act). Give the config as well: model=<config.py>. Or, for a local checkpoint you '
         f'trust, {TRUSTED_ENV}=sha256:<sha256sum of the file>')
+
+
+def saved_config_text(checkpoint, source: str) -> str:
+    """The config text mmengine's inferencer reads from a checkpoint: the MessageHub's, else ``meta['cfg']``."""
+    from .checkpoint_errors import CheckpointError
+    hub = checkpoint.get('message_hub') if isinstance(checkpoint, dict) else None
+    runtime_info = hub.get('runtime_info') if isinstance(hub, dict) else getattr(hub, 'runtime_info', None)
+    if isinstance(runtime_info, dict) and 'cfg' in runtime_info:
+        return runtime_info['cfg']
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    if isinstance(meta, dict) and 'cfg' in meta:
+        return meta['cfg']
+    raise CheckpointError(f'{source} holds no config (message_hub.runtime_info.cfg or meta.cfg): give the inferencer '
+                          'its config file as well: model=<config.py>')
 
 
 def scope_package_bases() -> None:
