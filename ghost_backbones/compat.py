@@ -361,6 +361,9 @@ def inferencer_config_when_trusted(infer_module) -> None:
         if not cfg and weights is not None:
             text = saved_config_text(trusted_checkpoint(weights), weights)
             cfg.update(infer_module.Config.fromstring(text, file_format='.py')._cfg_dict)
+            if not cfg:  # (mmengine would read the path again for a config)
+                from .checkpoint_errors import CheckpointError
+                raise CheckpointError(f'the config saved in {weights} is empty: give the inferencer model=<config.py>')
         return init_model(self, cfg, weights, device)
 
     setattr(init_model_fixed, FIXED_MARK, True)
@@ -374,7 +377,7 @@ def trusted_checkpoint(weights: str):
     from .checkpoint_errors import UnsafeCheckpointError
     from .checkpoint_trust import TRUSTED_ENV, read_regular_file, trusted_by
     path = os.path.expanduser(weights)
-    data = read_regular_file(path) if os.path.isfile(path) else None
+    data = read_regular_file(path) if '://' not in weights and os.path.isfile(path) else None
     if data is not None and trusted_by(data, path)[0] is not None:
         return load_checkpoint_bytes(data, path, map_location='cpu')
     raise UnsafeCheckpointError(

@@ -153,20 +153,23 @@ def test_an_inferencer_builds_from_a_checkpoints_config_only_when_trusted(tmp_pa
     marker = tmp_path / 'ran'
     hostile_cfg = copy.deepcopy(cfg)
     hostile_cfg.merge_from_dict({'model.data_preprocessor': dict(type='os.system', command=f'touch {marker}')})
-    good, trusted, in_text, as_data = (tmp_path / f'{name}.pth' for name in ('good', 'trusted', 'in_text', 'as_data'))
-    for path, text in ((good, cfg.pretty_text), (trusted, cfg.pretty_text),
+    good, trusted, in_text, as_data, empty = (tmp_path / f'{name}.pth' for name in ('good', 'trusted', 'in_text',
+                                                                                 'as_data', 'empty'))
+    for path, text in ((good, cfg.pretty_text), (trusted, cfg.pretty_text), (empty, '# nothing\n'),
                        (in_text, f"__import__('os').system('touch {marker}')\n" + cfg.pretty_text),
                        (as_data, hostile_cfg.pretty_text)):
         torch.save({'state_dict': model.state_dict(), 'meta': {'cfg': text}, 'note': path.name}, str(path))
-    env = dict(os.environ, GHOST_BACKBONES_TRUSTED_CHECKPOINTS=str(trusted))
+    env = dict(os.environ, GHOST_BACKBONES_TRUSTED_CHECKPOINTS=os.pathsep.join(map(str, (trusted, empty))))
     result = subprocess.run([sys.executable, '-c', INFERENCER_SCRIPT, DET_CONFIG, *map(str, (good, trusted, in_text,
-                            as_data))], capture_output=True, text=True, timeout=300, env=env)
+                            as_data, empty))], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     out = {os.path.basename(key): value for key, value in json.loads(result.stdout.strip().splitlines()[-1]).items()}
     weights = model.backbone.conv_stem.weight.flatten()[:4].tolist()
     for name in ('good', 'trusted', 'in_text', 'as_data'):
         assert out[f'{name}.pth with config'] == ['built', weights, 1], name
     assert out['trusted.pth alone'] == ['built', weights, 1]
+    # a trusted checkpoint whose config is empty: mmengine would read the path again for one
+    assert out['empty.pth alone'][0] == 'CheckpointError' and 'empty.pth is empty' in out['empty.pth alone'][1]
     for name in ('good', 'in_text', 'as_data'):
         kind, message = out[f'{name}.pth alone']
         assert kind == 'UnsafeCheckpointError' and f'{name}.pth: given weights alone' in message, (name, message)
