@@ -338,7 +338,7 @@ def copied_by(func: Kind, args: Kind) -> int:
     first = args.items[0]
     if first.kind == 'str':
         return len(first.value)
-    return max(first.length, len(first.items))
+    return first.length  # (a tuple's items from its start, a list's and dictionary's as they are added)
 
 
 class StorageRecords:
