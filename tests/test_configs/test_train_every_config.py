@@ -50,6 +50,8 @@ for name, config, work_dir in jobs:
         checkpoint = torch.load(open(last).read().strip(), map_location='cpu', weights_only=True)
         record.update(checkpoint=osp.basename(open(last).read().strip()), epoch=checkpoint['meta']['epoch'],
                       iter=checkpoint['meta']['iter'])
+    for path in glob.glob(osp.join(work_dir, '*.pth')):  # read: 24 checkpoints kept would take 1.5 GB of disk
+        os.remove(path)
     record['log'] = [line.split(' - INFO - ', 1)[-1].strip() for path in glob.glob(osp.join(work_dir, '*', '*.log'))
                      for line in open(path) if '(train)' in line]
     module = sys.modules.get('ghost_backbones')
@@ -144,7 +146,7 @@ def trained_once(tmp_path_factory):
                                  str(folder / f'{project}.json'), str(out)],
                                 capture_output=True, text=True, cwd=str(folder), env=env)
         seconds[project] = time.perf_counter() - start
-        assert out.is_file(), result.stdout[-2000:] + result.stderr[-3000:]
+        assert out.is_file(), f'exit code {result.returncode}\n' + result.stdout[-2000:] + result.stderr[-3000:]
         records.update(json.loads(out.read_text()))
     print('\none training iteration of every config, upstream tools/train.py: ' +
           ', '.join(f'{p} {len(jobs[p])} configs {s:.0f} s' for p, s in seconds.items()))
