@@ -19,6 +19,7 @@ import io
 import logging
 import os.path as osp
 import pickle
+import struct
 import zipfile
 from collections import Counter, OrderedDict
 
@@ -110,7 +111,8 @@ def load_checkpoint_bytes(data: bytes, name: str, map_location=None):
     except MemoryError:
         raise CheckpointError(f'{name} needs more memory than this process may use') from None
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, TypeError, OSError,
-            KeyError, IndexError, AttributeError, UnicodeDecodeError, ArithmeticError, AssertionError) as error:
+            KeyError, IndexError, AttributeError, UnicodeDecodeError, ArithmeticError, AssertionError,
+            struct.error) as error:  # (struct.error: a zip record read past its end)
         raise CheckpointError(f'{name} is not a readable PyTorch checkpoint (truncated or another kind of file): '
                               f'{first_line(str(error))}') from None
 

@@ -32,7 +32,7 @@ from hostile_checkpoints import (Reduce, arrays_sharing_bytes, bools_of_bytes, b
                                  PROTO, STOP, EMPTY_DICT, MARK, TUPLE1, REDUCE, SETITEM,
                                  sparse_out_of_range, state_dict_with_attribute, tensor_set_by_build, text,
                                  two_central_directories, with_metadata, with_pickle, with_state, zip64_second_directory,
-                                 lists_nested_while_empty)
+                                 lists_nested_while_empty, counter_of_a_reused_counter, empty_sets)
 
 # Loads each path given through mmengine's CheckpointLoader (the plugin's loaders), then checks that
 # the process-wide state an attack would change is intact and reports its own CPU time and memory.
@@ -247,6 +247,9 @@ def hostile_files(tmp_path, marker):
         + REDUCE + SETITEM + STOP, 'complex built from something other than numbers')
     raw('marks_left_open', PROTO + EMPTY_DICT + MARK * 1000 + STOP, 'more than 100 marks open')
     raw('a_mark_left_open', PROTO + EMPTY_DICT + MARK + STOP, '1 marks left open')
+    # eleventh review: a memoized Counter copied again by each call (counted as empty), a megabyte of empty sets
+    raw('counter_of_a_reused_counter', counter_of_a_reused_counter(), 'calls copying')
+    raw('empty_sets', empty_sets(), 'EMPTY_SET')
     return files
 
 
